@@ -1,0 +1,129 @@
+"""``export_bundle``: a Hugging Face source directory -> an explainer bundle directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from xai_onnx.manifest import SCHEMA_VERSION, GraphSpec, Manifest, SpecialToken
+
+from .errors import ExportInputError
+from .sources import prepare
+from .storage import save_with_shared_weights
+from .trace import FORWARD_INPUTS, GRADIENT_WEIGHTS, _pick_example_sizes, example_inputs, export_graph, make_functions
+from .validate import validate
+
+SUPPORTED_OPSETS = range(18, 24)
+FILES = {"forward": "forward.onnx", "gradient": "gradient.onnx", "weights": "weights.bin",
+         "embeddings": "embeddings.npy", "head": "head.npz", "tokenizer": "tokenizer.json"}
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("xai-onnx", "torch", "transformers", "onnx", "onnxscript", "onnxruntime", "optimum", "tokenizers"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _check_output(out_dir: Path, overwrite: bool) -> Path:
+    out_dir = out_dir.resolve()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportInputError(f"output {out_dir} exists and is not a directory: choose another path")
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise ExportInputError(f"output directory {out_dir} is not empty: choose another path or pass --overwrite")
+    parent = out_dir.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ExportInputError(f"cannot write to {parent}: choose an output directory you can write to")
+    return out_dir
+
+
+def export_bundle(source: str | Path, out_dir: str | Path, *, head: str | Path | None = None,
+                  max_length: int | None = None, opset: int = 18, gradient: bool = True,
+                  overwrite: bool = False, validate_export: bool = True) -> Manifest:
+    """Export ``source`` (a HF classifier directory, or a sentence-transformers encoder with ``head``) to ``out_dir``.
+
+    The bundle is built in a temporary directory next to ``out_dir`` and moved into place only after validation
+    passed, so a failed export leaves nothing behind. Returns the bundle's manifest.
+    """
+    if opset not in SUPPORTED_OPSETS:
+        raise ExportInputError(f"--opset {opset} is not supported: use {SUPPORTED_OPSETS.start} to {SUPPORTED_OPSETS.stop - 1}")
+    out = _check_output(Path(out_dir), overwrite)
+    prep = prepare(source, head, max_length)
+    import torch
+
+    n_labels = len(prep.labels)
+    emb_dim = int(prep.embeddings.shape[1])
+    forbidden = {n_labels, emb_dim, int(prep.head_weight.shape[1]), prep.max_length}
+    batch, seq = _pick_example_sizes(prep.max_length, forbidden)
+    fwd_fn, grad_fn = make_functions(prep.module, prep.uses_token_type_ids)
+    in_names = [n for n in FORWARD_INPUTS if n != "token_type_ids" or prep.uses_token_type_ids]
+    t0 = time.perf_counter()
+    with torch.inference_mode(False):
+        models = {}
+        if gradient:
+            ex = example_inputs(prep.module, batch, seq, emb_dim, n_labels, prep.uses_token_type_ids, gradient=True)
+            models[FILES["gradient"]] = export_graph(grad_fn, ex, in_names + list(GRADIENT_WEIGHTS), ["logits", "grad"],
+                                                     prep.max_length, opset)
+        ex = example_inputs(prep.module, batch, seq, emb_dim, n_labels, prep.uses_token_type_ids, gradient=False)
+        models[FILES["forward"]] = export_graph(fwd_fn, ex, in_names, ["logits", "features"], prep.max_length, opset)
+    export_seconds = time.perf_counter() - t0
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the bundle should look like any directory
+    try:
+        sizes = save_with_shared_weights(models, tmp, FILES["weights"])
+        np.save(tmp / FILES["embeddings"], prep.embeddings)
+        np.savez(tmp / FILES["head"], W=prep.head_weight, b=prep.head_bias, labels=np.array(prep.labels))
+        (tmp / FILES["tokenizer"]).write_text(prep.tokenizer_json, encoding="utf-8")
+        report = {}
+        if validate_export:
+            report = validate(tmp / FILES["forward"], tmp / FILES["gradient"] if gradient else None, (fwd_fn, grad_fn),
+                              prep.embeddings, n_labels, prep.uses_token_type_ids, prep.max_length, (batch, seq))
+        report["export_seconds"] = round(export_seconds, 2)
+        report["weights_bytes"] = sizes
+        io_names = {n: n for n in in_names}
+        manifest = Manifest(
+            schema_version=SCHEMA_VERSION,
+            source_kind=prep.source_kind,
+            model_type=prep.model_type,
+            architecture=prep.architecture,
+            labels=tuple(prep.labels),
+            special_tokens={k: SpecialToken(str(v["token"]), int(v["id"])) for k, v in prep.special_tokens.items()},
+            max_length=prep.max_length,
+            embedding_dim=emb_dim,
+            feature_dim=int(prep.head_weight.shape[1]),
+            vocab_size=int(prep.embeddings.shape[0]),
+            uses_token_type_ids=prep.uses_token_type_ids,
+            opset=opset,
+            tokenizer_file=FILES["tokenizer"],
+            embeddings_file=FILES["embeddings"],
+            head_file=FILES["head"],
+            weights_file=FILES["weights"],
+            forward=GraphSpec(FILES["forward"], io_names, {"logits": "logits", "features": "features"}),
+            gradient=GraphSpec(FILES["gradient"], {**io_names, "w_logit": "w_logit", "w_prob": "w_prob"},
+                               {"logits": "logits", "grad": "grad"}) if gradient else None,
+            tool_versions=_versions(),
+            validation=report,
+        )
+        manifest.save(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest

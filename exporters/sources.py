@@ -1,0 +1,310 @@
+"""Turn a source directory into a torch module ``(inputs_embeds, mask[, token_type_ids]) -> (logits, features)``.
+
+Each supported architecture is declared once in ``ARCHITECTURES``; export and validation both read it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import ExportInputError
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """How to export one Hugging Face architecture.
+
+    head: dotted path of the final ``nn.Linear`` whose input is the pooled ``features``.
+    token_type_ids: whether the graph takes token type ids (only where the model has >1 type).
+    position_offset: positions the embedding table reserves before the first token (RoBERTa's padding_idx + 1).
+    """
+
+    head: str
+    token_type_ids: bool
+    position_offset: int = 0
+
+
+ARCHITECTURES: dict[str, ArchSpec] = {
+    "bert": ArchSpec(head="classifier", token_type_ids=True),
+    "distilbert": ArchSpec(head="classifier", token_type_ids=False),
+    "roberta": ArchSpec(head="classifier.out_proj", token_type_ids=False, position_offset=2),
+    "xlm-roberta": ArchSpec(head="classifier.out_proj", token_type_ids=False, position_offset=2),
+    "electra": ArchSpec(head="classifier.out_proj", token_type_ids=True),
+    "albert": ArchSpec(head="classifier", token_type_ids=True),
+    "mpnet": ArchSpec(head="classifier.out_proj", token_type_ids=False, position_offset=2),
+}
+
+SUPPORTED = ", ".join(sorted(ARCHITECTURES))
+SPECIAL_ROLES = ("pad", "mask", "unk", "cls", "sep")
+# RoBERTa-style tokenizers call their cls/sep tokens bos/eos
+_ROLE_FALLBACKS = {"cls": "bos", "sep": "eos"}
+
+
+@dataclass
+class Prepared:
+    """A source ready for tracing, with everything the manifest needs."""
+
+    module: torch.nn.Module  # forward(inputs_embeds, attention_mask[, token_type_ids]) -> (logits, features)
+    source_kind: str
+    model_type: str
+    architecture: str
+    labels: list[str]
+    special_tokens: dict[str, dict[str, Any]]
+    max_length: int
+    position_limit: int
+    uses_token_type_ids: bool
+    embeddings: np.ndarray  # (vocab, embedding_dim) float32
+    head_weight: np.ndarray  # (labels, features)
+    head_bias: np.ndarray  # (labels,)
+    tokenizer_json: str
+
+
+class _Classifier(torch.nn.Module):
+    """A HF sequence classifier driven by ``inputs_embeds``; ``features`` is the input of its final linear layer."""
+
+    def __init__(self, model: torch.nn.Module, head: torch.nn.Linear, token_type_ids: bool):
+        super().__init__()
+        self.model = model
+        self.head = head
+        self.takes_token_type_ids = token_type_ids
+
+    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None):
+        captured: list[torch.Tensor] = []
+        hook = self.head.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
+        try:
+            kwargs = {"inputs_embeds": inputs_embeds, "attention_mask": attention_mask}
+            if self.takes_token_type_ids:
+                kwargs["token_type_ids"] = token_type_ids
+            logits = self.model(**kwargs).logits
+        finally:
+            hook.remove()
+        return logits, captured[0]
+
+
+class _SentenceEncoderClassifier(torch.nn.Module):
+    """Encoder + (mean or CLS) pooling + optional L2 normalisation + a linear head."""
+
+    def __init__(self, encoder: torch.nn.Module, pooling: str, normalize: bool, weight: np.ndarray, bias: np.ndarray,
+                 token_type_ids: bool):
+        super().__init__()
+        self.encoder = encoder
+        self.pooling = pooling
+        self.normalize = normalize
+        self.head = torch.nn.Linear(weight.shape[1], weight.shape[0])
+        with torch.no_grad():
+            self.head.weight.copy_(torch.from_numpy(weight))
+            self.head.bias.copy_(torch.from_numpy(bias))
+        self.takes_token_type_ids = token_type_ids
+
+    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None):
+        kwargs = {"inputs_embeds": inputs_embeds, "attention_mask": attention_mask}
+        if self.takes_token_type_ids:
+            kwargs["token_type_ids"] = token_type_ids
+        hidden = self.encoder(**kwargs).last_hidden_state  # (batch, seq, hidden)
+        if self.pooling == "mean":
+            m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+        else:
+            pooled = hidden[:, 0]
+        if self.normalize:
+            pooled = torch.nn.functional.normalize(pooled, p=2.0, dim=-1)
+        return self.head(pooled), pooled
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ExportInputError(f"cannot read {path}: {exc}") from exc
+
+
+def _tokenizer_parts(source: Path) -> tuple[str, dict[str, dict[str, Any]], int | None]:
+    """tokenizer.json text (padding and truncation removed), special tokens, and the tokenizer's model_max_length."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(source), use_fast=True)
+    except Exception as exc:  # noqa: BLE001 - transformers raises many kinds
+        raise ExportInputError(f"cannot load a fast tokenizer from {source}: {exc}") from exc
+    if not getattr(tok, "is_fast", False):
+        raise ExportInputError(f"{source} has no fast (tokenizers) tokenizer; the runtime needs tokenizer.json")
+    backend = json.loads(tok.backend_tokenizer.to_str())
+    backend["padding"] = None  # the runtime sets its own from the manifest
+    backend["truncation"] = None
+    specials: dict[str, dict[str, Any]] = {}
+    for role in SPECIAL_ROLES:
+        token = getattr(tok, f"{role}_token", None) or getattr(tok, f"{_ROLE_FALLBACKS.get(role, role)}_token", None)
+        if token is not None:
+            specials[role] = {"token": str(token), "id": int(tok.convert_tokens_to_ids(str(token)))}
+    if "pad" not in specials:
+        raise ExportInputError(f"the tokenizer in {source} has no pad token; a baseline needs one")
+    mml = getattr(tok, "model_max_length", None)
+    mml = int(mml) if isinstance(mml, int) and mml < 1_000_000 else None
+    return json.dumps(backend, ensure_ascii=False), specials, mml
+
+
+def _check_model_type(model_type: str, source: Path) -> ArchSpec:
+    spec = ARCHITECTURES.get(model_type)
+    if spec is None:
+        raise ExportInputError(f"model type {model_type!r} in {source} is not supported; supported: {SUPPORTED}")
+    return spec
+
+
+def _position_limit(config: Any, spec: ArchSpec) -> int:
+    return int(config.max_position_embeddings) - spec.position_offset
+
+
+def _resolve_max_length(requested: int | None, position_limit: int, defaults: list[int | None]) -> int:
+    if requested is not None:
+        if requested < 2:
+            raise ExportInputError(f"--max-length {requested} is too small: it must hold at least the two special tokens")
+        if requested > position_limit:
+            raise ExportInputError(
+                f"--max-length {requested} exceeds the model's position limit of {position_limit}: use {position_limit} or less"
+            )
+        return requested
+    return min([position_limit] + [d for d in defaults if d])
+
+
+def _load_config(source: Path) -> Any:
+    from transformers import AutoConfig
+
+    if not source.is_dir():
+        raise ExportInputError(f"source directory not found: {source}")
+    if not (source / "config.json").is_file():
+        raise ExportInputError(f"{source} has no config.json: give a Hugging Face model directory")
+    model_type = _read_json(source / "config.json").get("model_type")
+    _check_model_type(str(model_type), source)
+    return AutoConfig.from_pretrained(str(source))
+
+
+def _is_sentence_transformer(source: Path) -> bool:
+    return (source / "modules.json").is_file()
+
+
+def prepare(source: str | Path, head: str | Path | None = None, max_length: int | None = None) -> Prepared:
+    """Load a source directory (and optional head) for export; raises ExportInputError on anything unusable."""
+    source = Path(source)
+    if head is not None or _is_sentence_transformer(source):
+        if head is None:
+            raise ExportInputError(
+                f"{source} is a sentence-embedding encoder: give its linear head with --head HEAD.npz (W, b, labels)"
+            )
+        return _prepare_sentence_encoder(source, Path(head), max_length)
+    return _prepare_classifier(source, max_length)
+
+
+def _prepare_classifier(source: Path, max_length: int | None) -> Prepared:
+    from transformers import AutoModelForSequenceClassification
+
+    config = _load_config(source)
+    spec = _check_model_type(config.model_type, source)
+    model = AutoModelForSequenceClassification.from_pretrained(str(source), attn_implementation="eager").eval()
+    head = model.get_submodule(spec.head)
+    if not isinstance(head, torch.nn.Linear):
+        raise ExportInputError(f"{source}: expected a linear classification head at {spec.head}, found {type(head).__name__}")
+    if getattr(config, "problem_type", None) == "multi_label_classification":
+        raise ExportInputError(f"{source} is a multi-label classifier; only single-label (softmax) classifiers are supported")
+    tok_json, specials, mml = _tokenizer_parts(source)
+    limit = _position_limit(config, spec)
+    n = int(config.num_labels)
+    id2label = getattr(config, "id2label", None) or {}
+    labels = [str(id2label.get(i, f"LABEL_{i}")) for i in range(n)]
+    return Prepared(
+        module=_Classifier(model, head, spec.token_type_ids).eval(),
+        source_kind="hf-classifier",
+        model_type=config.model_type,
+        architecture=(config.architectures or [type(model).__name__])[0],
+        labels=labels,
+        special_tokens=specials,
+        max_length=_resolve_max_length(max_length, limit, [mml]),
+        position_limit=limit,
+        uses_token_type_ids=spec.token_type_ids,
+        embeddings=model.get_input_embeddings().weight.detach().numpy().astype(np.float32, copy=True),
+        head_weight=head.weight.detach().numpy().astype(np.float32, copy=True),
+        head_bias=(head.bias.detach().numpy() if head.bias is not None else np.zeros(n)).astype(np.float32),
+        tokenizer_json=tok_json,
+    )
+
+
+def _load_head(path: Path, hidden: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    if not path.is_file():
+        raise ExportInputError(f"head file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            w = np.asarray(z["W"], dtype=np.float32)
+            b = np.asarray(z["b"], dtype=np.float32).reshape(-1)
+            labels = [str(x) for x in np.asarray(z["labels"]).reshape(-1)]
+    except KeyError as exc:
+        raise ExportInputError(f"{path} must hold arrays W (labels x hidden), b (labels) and labels; missing {exc}") from exc
+    except (OSError, ValueError) as exc:
+        raise ExportInputError(f"cannot read head {path} as .npz: {exc}") from exc
+    if w.ndim != 2 or w.shape[1] != hidden:
+        raise ExportInputError(
+            f"head W has shape {tuple(w.shape)} but the encoder's embedding width is {hidden}: W must be (labels, {hidden})"
+        )
+    if b.shape[0] != w.shape[0] or len(labels) != w.shape[0]:
+        raise ExportInputError(f"head has {w.shape[0]} rows in W, {b.shape[0]} in b and {len(labels)} labels: they must agree")
+    if w.shape[0] < 2:
+        raise ExportInputError("head must have at least two labels")
+    return w, b, labels
+
+
+def _prepare_sentence_encoder(source: Path, head_path: Path, max_length: int | None) -> Prepared:
+    from transformers import AutoModel
+
+    if not source.is_dir():
+        raise ExportInputError(f"source directory not found: {source}")
+    pooling, normalize, encoder_dir, st_max = "mean", False, source, None
+    if _is_sentence_transformer(source):
+        modules = _read_json(source / "modules.json")
+        for mod in modules if isinstance(modules, list) else []:
+            kind = str(mod.get("type", "")).rsplit(".", 1)[-1]
+            path = source / str(mod.get("path", ""))
+            if kind == "Transformer":
+                encoder_dir = path
+            elif kind == "Pooling":
+                cfg = _read_json(path / "config.json")
+                modes = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v]
+                if modes == ["pooling_mode_mean_tokens"]:
+                    pooling = "mean"
+                elif modes == ["pooling_mode_cls_token"]:
+                    pooling = "cls"
+                else:
+                    raise ExportInputError(f"pooling {modes} in {path} is not supported: only mean or CLS pooling")
+            elif kind == "Normalize":
+                normalize = True
+            else:
+                raise ExportInputError(f"sentence-transformers module {kind!r} in {source} is not supported "
+                                       "(supported: Transformer, Pooling, Normalize)")
+        bert_cfg = source / "sentence_bert_config.json"
+        if bert_cfg.is_file():
+            st_max = _read_json(bert_cfg).get("max_seq_length")
+    config = _load_config(encoder_dir)
+    spec = _check_model_type(config.model_type, encoder_dir)
+    encoder = AutoModel.from_pretrained(str(encoder_dir), attn_implementation="eager").eval()
+    hidden = int(config.hidden_size)
+    w, b, labels = _load_head(head_path, hidden)
+    tok_json, specials, mml = _tokenizer_parts(encoder_dir)
+    limit = _position_limit(config, spec)
+    return Prepared(
+        module=_SentenceEncoderClassifier(encoder, pooling, normalize, w, b, spec.token_type_ids).eval(),
+        source_kind="sentence-transformer",
+        model_type=config.model_type,
+        architecture=f"{type(encoder).__name__}+{pooling}-pooling{'+normalize' if normalize else ''}+linear",
+        labels=labels,
+        special_tokens=specials,
+        max_length=_resolve_max_length(max_length, limit, [mml, int(st_max) if st_max else None]),
+        position_limit=limit,
+        uses_token_type_ids=spec.token_type_ids,
+        embeddings=encoder.get_input_embeddings().weight.detach().numpy().astype(np.float32, copy=True),
+        head_weight=w,
+        head_bias=b,
+        tokenizer_json=tok_json,
+    )

@@ -1,0 +1,115 @@
+"""Forward and gradient graphs through make_fx -> torch.export -> torch.onnx (see shared/design/GRADIENT_EXPORT.md).
+
+The gradient graph computes ``d/d inputs_embeds sum(w_logit * logits + w_prob * softmax(logits))``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from .errors import ExportError
+
+FORWARD_INPUTS = ("inputs_embeds", "attention_mask", "token_type_ids")
+GRADIENT_WEIGHTS = ("w_logit", "w_prob")
+
+
+@contextlib.contextmanager
+def _tracing_config() -> Iterator[None]:
+    """No duck shaping (equal example sizes must not unify); the MATH attention backend; always restored."""
+    import torch.fx.experimental._config as fx_config
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    old = fx_config.use_duck_shape
+    fx_config.use_duck_shape = False
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        fx_config.use_duck_shape = old
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """torch.onnx prints progress and warnings on stdout; keep the CLI's output clean."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch._export", "torch.export", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, lv in zip(loggers, levels):
+            lg.setLevel(lv)
+
+
+def example_inputs(module: Any, batch: int, seq: int, embedding_dim: int, n_labels: int, uses_tt: bool,
+                   gradient: bool) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(0)
+    embeds = torch.randn(batch, seq, embedding_dim, generator=g) * 0.05
+    mask = torch.ones(batch, seq, dtype=torch.int64)
+    mask[0, seq - 2:] = 0  # padding in the trace, so no branch specialises on an all-ones mask
+    inputs: list[torch.Tensor] = [embeds, mask]
+    if uses_tt:
+        inputs.append(torch.zeros(batch, seq, dtype=torch.int64))
+    if gradient:
+        inputs += [torch.randn(batch, n_labels, generator=g), torch.randn(batch, n_labels, generator=g)]
+    return tuple(inputs)
+
+
+def make_functions(module: torch.nn.Module, uses_tt: bool):
+    """The two functions traced: forward -> (logits, features), gradient -> (logits, grad)."""
+
+    def forward_fn(*args: torch.Tensor):
+        with torch.no_grad():
+            return module(*args)
+
+    def gradient_fn(*args: torch.Tensor):
+        n_in = 3 if uses_tt else 2
+        embeds = args[0].detach().requires_grad_(True)
+        w_logit, w_prob = args[n_in], args[n_in + 1]
+        with torch.enable_grad():
+            logits, _ = module(embeds, *args[1:n_in])
+            objective = (w_logit * logits + w_prob * torch.softmax(logits, dim=-1)).sum()
+            (grad,) = torch.autograd.grad(objective, embeds)
+        return logits.detach(), grad
+
+    return forward_fn, gradient_fn
+
+
+def _pick_example_sizes(max_length: int, forbidden: set[int]) -> tuple[int, int]:
+    """A batch and a sequence length that equal no other dimension of the model (duck-shaping trap)."""
+    candidates = [7, 11, 13, 17, 19, 23, 29, 31, 37]
+    batch = next(c for c in candidates if c not in forbidden)
+    seqs = [c for c in candidates if c not in forbidden | {batch} and c <= max_length]
+    seq = seqs[0] if seqs else max(2, min(max_length, 3))
+    return batch, seq
+
+
+def export_graph(fn: Any, inputs: tuple[torch.Tensor, ...], input_names: list[str], output_names: list[str],
+                 max_length: int, opset: int):
+    """Trace ``fn`` symbolically and convert it to an ONNX ModelProto with dynamic batch and sequence axes."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    seq = torch.export.Dim("sequence", min=1, max=max_length)
+    shapes: list[dict[int, Any]] = []
+    for name in input_names:
+        shapes.append({0: batch, 1: seq} if name in FORWARD_INPUTS else {0: batch})
+    try:
+        with _tracing_config(), _quiet():
+            gm = make_fx(fn, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*inputs)
+            program = torch.export.export(gm, inputs, dynamic_shapes=tuple(shapes))
+            onnx_program = torch.onnx.export(program, dynamo=True, opset_version=opset, input_names=input_names,
+                                             output_names=output_names, verbose=False)
+    except Exception as exc:  # noqa: BLE001 - the tracer raises many kinds; report them as one
+        raise ExportError(f"tracing failed ({type(exc).__name__}): {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    return onnx_program.model_proto

@@ -1,0 +1,118 @@
+"""The bundle manifest: the only contract between the exporter and the runtime.
+
+The exporter writes `manifest.json` with :func:`Manifest.to_dict`; the runtime reads it with
+:func:`Manifest.load`. Neither side hard-codes a tensor or file name outside this module.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import BundleError
+
+SCHEMA_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """One ONNX graph in the bundle: its file and the names of its tensors.
+
+    ``inputs`` and ``outputs`` map a role (``inputs_embeds``, ``attention_mask``, ``token_type_ids``,
+    ``w_logit``, ``w_prob``; ``logits``, ``features``, ``grad``) to the tensor name in the graph.
+    """
+
+    file: str
+    inputs: dict[str, str]
+    outputs: dict[str, str]
+
+
+@dataclass(frozen=True)
+class SpecialToken:
+    token: str
+    id: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    schema_version: int
+    source_kind: str  # "hf-classifier" or "sentence-transformer"
+    model_type: str
+    architecture: str
+    labels: tuple[str, ...]
+    special_tokens: dict[str, SpecialToken]  # roles: pad, mask, unk, cls, sep (those the tokenizer has)
+    max_length: int
+    embedding_dim: int
+    feature_dim: int
+    vocab_size: int
+    uses_token_type_ids: bool
+    opset: int
+    tokenizer_file: str
+    embeddings_file: str
+    head_file: str
+    weights_file: str
+    forward: GraphSpec
+    gradient: GraphSpec | None
+    tool_versions: dict[str, str] = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["labels"] = list(self.labels)
+        return d
+
+    def save(self, directory: Path) -> None:
+        (Path(directory) / MANIFEST_FILE).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Manifest:
+        version = d.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise BundleError(
+                f"bundle schema version {version!r} is not supported (this runtime reads {SCHEMA_VERSION}): "
+                "re-export the model with this version's `xai-onnx export`"
+            )
+        try:
+            gradient = d.get("gradient")
+            return cls(
+                schema_version=int(d["schema_version"]),
+                source_kind=str(d["source_kind"]),
+                model_type=str(d["model_type"]),
+                architecture=str(d["architecture"]),
+                labels=tuple(str(x) for x in d["labels"]),
+                special_tokens={k: SpecialToken(str(v["token"]), int(v["id"])) for k, v in d["special_tokens"].items()},
+                max_length=int(d["max_length"]),
+                embedding_dim=int(d["embedding_dim"]),
+                feature_dim=int(d["feature_dim"]),
+                vocab_size=int(d["vocab_size"]),
+                uses_token_type_ids=bool(d["uses_token_type_ids"]),
+                opset=int(d["opset"]),
+                tokenizer_file=str(d["tokenizer_file"]),
+                embeddings_file=str(d["embeddings_file"]),
+                head_file=str(d["head_file"]),
+                weights_file=str(d["weights_file"]),
+                forward=GraphSpec(**d["forward"]),
+                gradient=GraphSpec(**gradient) if gradient else None,
+                tool_versions=dict(d.get("tool_versions", {})),
+                validation=dict(d.get("validation", {})),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"manifest is malformed ({type(exc).__name__}: {exc}): re-export the bundle") from exc
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Manifest:
+        path = Path(directory) / MANIFEST_FILE
+        if not Path(directory).is_dir():
+            raise BundleError(f"bundle directory not found: {directory}")
+        if not path.is_file():
+            raise BundleError(f"{path} is missing: not an explainer bundle (create one with `xai-onnx export`)")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BundleError(f"{path} is not valid JSON ({exc}): the bundle is corrupt, re-export it") from exc
+        if not isinstance(data, dict):
+            raise BundleError(f"{path} does not hold a JSON object: the bundle is corrupt, re-export it")
+        return cls.from_dict(data)

@@ -1,0 +1,53 @@
+"""Finite-difference saliency: forward passes only, so it runs on bundles without a gradient graph."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..model import Model, RowGroup
+from .base import Computed, Explainer, Item
+
+
+class FiniteDifference(Explainer):
+    """Per-token central difference of F along the token's own direction ``d_i = x_i - baseline_i``.
+
+    ``score_i = (F(x + eps d_i) - F(x - eps d_i)) / (2 eps)`` approximates gradient x (input - baseline), with
+    error O(eps^2). Special tokens (d_i = 0) score 0 without a pass.
+    """
+
+    name = "fd"
+    needs_gradient = False
+
+    def __init__(self, model: Model, *, epsilon: float = 1e-2, baseline: str = "pad", output: str = "prob",
+                 batch_size: int | None = None):
+        super().__init__(model, baseline=baseline, output=output, batch_size=batch_size)
+        if not (0 < epsilon < 1):
+            raise InputError(f"epsilon must be in (0, 1), got {epsilon}")
+        self.epsilon = float(epsilon)
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "epsilon": self.epsilon}
+
+    def compute(self, items: list[Item]) -> list[Computed]:
+        groups, positions = [], []
+        for it in items:
+            pos = np.flatnonzero(~it.encoded.special)
+            rows = np.repeat(it.x[None], 2 * len(pos), axis=0)  # (2 * n_tokens, seq, dim): + then - per token
+            direction = it.x[pos] - it.baseline[pos]
+            rows[2 * np.arange(len(pos)), pos] += self.epsilon * direction
+            rows[2 * np.arange(len(pos)) + 1, pos] -= self.epsilon * direction
+            groups.append(RowGroup(rows, it.encoded.type_ids))
+            positions.append(pos)
+        nonempty = [g for g in groups if g.embeds.shape[0]]
+        outs = iter(self.run(nonempty, gradient=False))
+        results = []
+        for it, g, pos in zip(items, groups, positions):
+            scores = np.zeros(it.x.shape[0])
+            if g.embeds.shape[0]:
+                f = self.objective(next(outs)["logits"].astype(np.float64), it.target)
+                scores[pos] = (f[0::2] - f[1::2]) / (2 * self.epsilon)
+            results.append(Computed(scores))
+        return results

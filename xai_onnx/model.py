@@ -1,0 +1,220 @@
+"""A loaded explainer bundle: tokenisation, batched forward and gradient passes, predictions."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from .errors import BundleError, GradientUnavailableError, InputError
+from .manifest import GraphSpec, Manifest
+from .results import Prediction, Target
+from .session import create_session, resolve_providers
+from .tokenization import Encoded, TextEncoder
+
+
+@dataclass
+class RowGroup:
+    """Rows of equal length that share token type ids: embeds (n, seq, dim); weights (n, labels) or None."""
+
+    embeds: np.ndarray
+    type_ids: np.ndarray
+    w_logit: np.ndarray | None = None
+    w_prob: np.ndarray | None = None
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class Model:
+    """An explainer bundle loaded into onnxruntime.
+
+    Parameters
+    ----------
+    bundle : path of a directory written by ``xai-onnx export``.
+    providers : onnxruntime execution providers, e.g. ``["CUDAExecutionProvider"]``; CPU by default.
+    threads : intra-op threads per session (onnxruntime's default when None).
+    batch_size : rows per onnxruntime call; rows are grouped by length so padding wastes little.
+    """
+
+    def __init__(self, bundle: str | Path, *, providers: Sequence[str] | None = None, threads: int | None = None,
+                 batch_size: int = 64):
+        if batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        self.path = Path(bundle)
+        self.manifest = Manifest.load(self.path)
+        m = self.manifest
+        for name in (m.tokenizer_file, m.embeddings_file, m.forward.file, m.weights_file):
+            if not (self.path / name).is_file():
+                raise BundleError(f"{self.path / name} is missing: the bundle is incomplete, re-export it")
+        self.providers = resolve_providers(providers)
+        self.threads = threads
+        self.batch_size = batch_size
+        self.tokenizer = TextEncoder(self.path / m.tokenizer_file, m.max_length)
+        try:
+            self.embeddings: np.ndarray = np.load(self.path / m.embeddings_file, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"cannot read {m.embeddings_file} ({exc}): the bundle is corrupt, re-export it") from exc
+        if self.embeddings.shape != (m.vocab_size, m.embedding_dim):
+            raise BundleError(f"{m.embeddings_file} has shape {self.embeddings.shape}, manifest says "
+                              f"{(m.vocab_size, m.embedding_dim)}: the bundle is corrupt, re-export it")
+        self._forward = create_session(self.path / m.forward.file, self.providers, threads)
+        self._gradient: ort.InferenceSession | None = None  # built on first use: forward-only work never pays for it
+
+    # ---- description -------------------------------------------------------------------------------------------
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.manifest.labels
+
+    @property
+    def has_gradient(self) -> bool:
+        return self.manifest.gradient is not None and (self.path / self.manifest.gradient.file).is_file()
+
+    def special_id(self, role: str) -> int:
+        tok = self.manifest.special_tokens.get(role)
+        if tok is None:
+            raise InputError(f"this model's tokenizer has no {role} token")
+        return tok.id
+
+    def resolve_target(self, target: int | str) -> int:
+        """A label name or index -> a class index."""
+        if isinstance(target, (bool, np.bool_)):
+            raise InputError(f"target {target!r} is not a label name or index")
+        if isinstance(target, (int, np.integer)):
+            if not 0 <= int(target) < len(self.labels):
+                raise InputError(f"target index {target} out of range: this model has {len(self.labels)} labels")
+            return int(target)
+        if isinstance(target, str):
+            if target in self.labels:
+                return self.labels.index(target)
+            if target.lstrip("-").isdigit():
+                return self.resolve_target(int(target))
+            raise InputError(f"unknown label {target!r}; labels are {list(self.labels)}")
+        raise InputError(f"target {target!r} is not a label name or index")
+
+    # ---- tokenisation and embeddings ---------------------------------------------------------------------------
+    def encode(self, texts: Sequence[str]) -> list[Encoded]:
+        return self.tokenizer.encode(texts)
+
+    def embed(self, ids: np.ndarray) -> np.ndarray:
+        """Word embeddings of token ids: ndarray of shape ids.shape + (embedding_dim,), float32."""
+        return np.asarray(self.embeddings[ids], dtype=np.float32)
+
+    # ---- running graphs ----------------------------------------------------------------------------------------
+    def _gradient_session(self) -> tuple[ort.InferenceSession, GraphSpec]:
+        spec = self.manifest.gradient
+        if spec is None or not (self.path / spec.file).is_file():
+            raise GradientUnavailableError(
+                f"bundle {self.path} has no gradient graph: re-export it with `xai-onnx export SOURCE {self.path}` "
+                "(without --no-gradient), or use a forward-only method (occlusion, fd)")
+        if self._gradient is None:
+            self._gradient = create_session(self.path / spec.file, self.providers, self.threads)
+        return self._gradient, spec
+
+    def run(self, groups: Sequence[RowGroup], *, gradient: bool = False,
+            batch_size: int | None = None) -> list[dict[str, np.ndarray]]:
+        """Run every row of every group, batching rows across groups by length.
+
+        Returns per group a dict of ``logits`` (n, labels) and ``features`` (n, feature_dim) for the forward graph,
+        or ``logits`` and ``grad`` (n, seq, dim) for the gradient graph.
+        """
+        if gradient:
+            session, spec = self._gradient_session()
+            outputs = ["logits", "grad"]
+        else:
+            session, spec = self._forward, self.manifest.forward
+            outputs = ["logits", "features"]
+        bs = batch_size or self.batch_size
+        order = sorted(range(len(groups)), key=lambda g: groups[g].embeds.shape[1])
+        rows = [(g, i) for g in order for i in range(groups[g].embeds.shape[0])]
+        results: list[dict[str, np.ndarray]] = [{} for _ in groups]
+        parts: list[dict[str, list[np.ndarray]]] = [{k: [] for k in outputs} for _ in groups]
+        dim = self.manifest.embedding_dim
+        n_labels = len(self.labels)
+        for start in range(0, len(rows), bs):
+            chunk = rows[start:start + bs]
+            seq = max(groups[g].embeds.shape[1] for g, _ in chunk)
+            b = len(chunk)
+            embeds = np.zeros((b, seq, dim), dtype=np.float32)  # (batch, seq, dim), right-padded
+            mask = np.zeros((b, seq), dtype=np.int64)
+            types = np.zeros((b, seq), dtype=np.int64)
+            w_logit = np.zeros((b, n_labels), dtype=np.float32)
+            w_prob = np.zeros((b, n_labels), dtype=np.float32)
+            # copy contiguous runs of one group at once
+            r = 0
+            while r < b:
+                g = chunk[r][0]
+                end = r
+                while end < b and chunk[end][0] == g:
+                    end += 1
+                i0, i1 = chunk[r][1], chunk[end - 1][1] + 1
+                grp = groups[g]
+                n = grp.embeds.shape[1]
+                embeds[r:end, :n] = grp.embeds[i0:i1]
+                mask[r:end, :n] = 1
+                types[r:end, :n] = grp.type_ids
+                if gradient:
+                    if grp.w_logit is not None:
+                        w_logit[r:end] = grp.w_logit[i0:i1]
+                    if grp.w_prob is not None:
+                        w_prob[r:end] = grp.w_prob[i0:i1]
+                r = end
+            feeds: dict[str, Any] = {spec.inputs["inputs_embeds"]: embeds, spec.inputs["attention_mask"]: mask}
+            if "token_type_ids" in spec.inputs:
+                feeds[spec.inputs["token_type_ids"]] = types
+            if gradient:
+                feeds[spec.inputs["w_logit"]] = w_logit
+                feeds[spec.inputs["w_prob"]] = w_prob
+            out = session.run([spec.outputs[k] for k in outputs], feeds)
+            r = 0
+            while r < b:
+                g = chunk[r][0]
+                end = r
+                while end < b and chunk[end][0] == g:
+                    end += 1
+                n = groups[g].embeds.shape[1]
+                for k, arr in zip(outputs, out):
+                    parts[g][k].append(arr[r:end, :n] if k == "grad" else arr[r:end])
+                r = end
+        for g in range(len(groups)):
+            for k in outputs:
+                results[g][k] = np.concatenate(parts[g][k]) if parts[g][k] else np.zeros((0,))
+        return results
+
+    def forward_encoded(self, encoded: Sequence[Encoded]) -> tuple[np.ndarray, np.ndarray]:
+        """Logits (n, labels) and features (n, feature_dim) of tokenised texts."""
+        groups = [RowGroup(self.embed(e.ids)[None], e.type_ids) for e in encoded]
+        res = self.run(groups)
+        if not res:
+            return np.zeros((0, len(self.labels)), np.float32), np.zeros((0, self.manifest.feature_dim), np.float32)
+        return np.concatenate([r["logits"] for r in res]), np.concatenate([r["features"] for r in res])
+
+    # ---- public conveniences -----------------------------------------------------------------------------------
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        """Label and class probabilities for each text."""
+        encoded = self.encode(texts)
+        logits, _ = self.forward_encoded(encoded)
+        probs = softmax(logits.astype(np.float64))
+        out = []
+        for e, lg, p in zip(encoded, logits, probs):
+            k = int(np.argmax(lg))
+            out.append(Prediction(text=e.text, target=Target(k, self.labels[k]),
+                                  probabilities={lab: float(v) for lab, v in zip(self.labels, p)},
+                                  logits=tuple(float(v) for v in lg), truncated=e.truncated))
+        return out
+
+    def features(self, texts: Sequence[str]) -> np.ndarray:
+        """Pooled features that feed the classification head: ndarray of shape (n_texts, feature_dim)."""
+        return self.forward_encoded(self.encode(texts))[1]
+
+    def __repr__(self) -> str:
+        return (f"Model({os.fspath(self.path)!r}, architecture={self.manifest.architecture!r}, labels={list(self.labels)}, "
+                f"gradient={self.has_gradient}, providers={self.providers})")
