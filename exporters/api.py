@@ -43,8 +43,11 @@ def _check_output(out_dir: Path, overwrite: bool) -> Path:
     parent = out_dir.parent
     while not parent.exists():
         parent = parent.parent
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ExportInputError(f"cannot write to {parent}: choose an output directory you can write to")
+    try:  # a real write, not os.access: root passes access checks on read-only filesystems
+        probe = tempfile.mkdtemp(prefix=".xai-onnx-probe.", dir=parent)
+        os.rmdir(probe)
+    except OSError as exc:
+        raise ExportInputError(f"cannot write to {parent} ({exc.strerror}): choose an output directory you can write to") from exc
     return out_dir
 
 

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("XAI_ONNX_SHARED", ROOT.parent / "shared"))
+SST2_MODEL = SHARED / "models" / "minilm-sst2"
+SST2_DATA = SHARED / "data" / "sst2"
+
+
+def need_shared() -> None:
+    if not (SST2_MODEL / "model.safetensors").is_file():
+        pytest.skip(f"../shared is absent ({SST2_MODEL} not found): the real-model tests need it")
+
+
+@pytest.fixture(scope="session")
+def handmade(tmp_path_factory):
+    from handmade import build
+
+    d = tmp_path_factory.mktemp("handmade")
+    params = build(d)
+    return d, params
+
+
+@pytest.fixture(scope="session")
+def handmade_forward_only(tmp_path_factory):
+    from handmade import build
+
+    d = tmp_path_factory.mktemp("handmade_fwd")
+    build(d, gradient=False)
+    return d
+
+
+@pytest.fixture(scope="session")
+def sst2_bundle(tmp_path_factory):
+    """minilm-sst2 exported once per session (about a minute on 2 cores)."""
+    need_shared()
+    pytest.importorskip("torch")
+    from xai_onnx_exporters import export_bundle
+
+    out = tmp_path_factory.mktemp("sst2") / "bundle"
+    export_bundle(SST2_MODEL, out)
+    return out
+
+
+def sst2_sentences(split: str, n: int) -> list[tuple[int, str]]:
+    rows = []
+    with open(SST2_DATA / f"stsa.binary.{split}", encoding="utf-8") as f:
+        for line in f:
+            label, text = line.rstrip("\n").split(" ", 1)
+            rows.append((int(label), text))
+            if len(rows) == n:
+                break
+    return rows

