@@ -22,8 +22,9 @@ def approximation_parameters(method: str, n_steps: int) -> tuple[np.ndarray, np.
     if method == "riemann_trapezoid":
         if n < 2:
             raise InputError("riemann_trapezoid needs n_steps >= 2")
-        steps = np.full(n, 1.0 / (n - 1))
-        steps[0] = steps[-1] = 0.5 / (n - 1)
+        # Captum's convention, kept for parity: steps of 1/n with halved end points, so the weights sum to 1 - 1/n
+        steps = np.full(n, 1.0 / n)
+        steps[0] = steps[-1] = 0.5 / n
         return steps, np.linspace(0.0, 1.0, n)
     steps = np.full(n, 1.0 / n)
     if method == "riemann_left":

@@ -1,0 +1,300 @@
+"""Runtime: closed-form answers on a handmade linear bundle, the contract every method keeps, and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from handmade import VOCAB, reference_logits
+
+from xai_onnx import (
+    METHODS,
+    BundleError,
+    FiniteDifference,
+    GradientUnavailableError,
+    GradientXInput,
+    InputError,
+    IntegratedGradients,
+    Model,
+    Occlusion,
+    ProviderError,
+    Saliency,
+    approximation_parameters,
+)
+from xai_onnx.quadrature import METHODS as INTEGRATIONS
+
+TEXTS = ["good movie", "the movie was very dull", "not fun", "a very very good fun movie", "bad"]
+
+
+def ids_of(text: str) -> list[int]:
+    return [2] + [VOCAB.index(w) if w in VOCAB else 1 for w in text.split()] + [3]
+
+
+def linear_contributions(params: dict, text: str, target: int, baseline_id: int = 0) -> np.ndarray:
+    """(x_i - b_i) . W[t] / n, the exact attribution of the logit of a mean-pooled linear model."""
+    ids = ids_of(text)
+    x = params["E"][ids].astype(np.float64)
+    b = x.copy()
+    b[1:-1] = params["E"][baseline_id]
+    return (x - b) @ params["W"][target].astype(np.float64) / len(ids)
+
+
+# ---- quadrature ----------------------------------------------------------------------------------------------
+def test_riemann_rules_by_hand():
+    s, a = approximation_parameters("riemann_left", 4)
+    np.testing.assert_allclose(a, [0, 0.25, 0.5, 0.75]) and np.testing.assert_allclose(s, [0.25] * 4)
+    np.testing.assert_allclose(approximation_parameters("riemann_right", 4)[1], [0.25, 0.5, 0.75, 1.0])
+    np.testing.assert_allclose(approximation_parameters("riemann_middle", 4)[1], [0.125, 0.375, 0.625, 0.875])
+    s, a = approximation_parameters("riemann_trapezoid", 3)  # Captum's convention: 1/n steps, halved ends
+    np.testing.assert_allclose(s, [1 / 6, 1 / 3, 1 / 6]) and np.testing.assert_allclose(a, [0, 0.5, 1])
+
+
+def test_gauss_legendre_is_exact_for_polynomials():
+    s, a = approximation_parameters("gausslegendre", 2)
+    np.testing.assert_allclose(a, [0.5 - 0.5 / np.sqrt(3), 0.5 + 0.5 / np.sqrt(3)])
+    for n in (1, 3, 8):
+        s, a = approximation_parameters("gausslegendre", n)
+        for degree in range(2 * n):
+            assert abs((s * a**degree).sum() - 1 / (degree + 1)) < 1e-12
+
+
+@pytest.mark.parametrize("bad", [("simpson", 10), ("gausslegendre", 0), ("riemann_trapezoid", 1)])
+def test_quadrature_rejects(bad):
+    with pytest.raises(InputError):
+        approximation_parameters(*bad)
+
+
+# ---- closed form -------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def model(handmade):
+    return Model(handmade[0], threads=1)
+
+
+@pytest.fixture(scope="module")
+def params(handmade):
+    return handmade[1]
+
+
+def test_predict_matches_numpy(model, params):
+    for text, pred in zip(TEXTS, model.predict(TEXTS)):
+        ref = reference_logits(params, ids_of(text))
+        np.testing.assert_allclose(pred.logits, ref, rtol=1e-5, atol=1e-5)
+        assert pred.label == model.labels[int(np.argmax(ref))]
+        assert abs(sum(pred.probabilities.values()) - 1) < 1e-9
+
+
+@pytest.mark.parametrize("integration", INTEGRATIONS)
+def test_ig_is_exact_on_a_linear_logit(model, params, integration):
+    ig = IntegratedGradients(model, n_steps=3, method=integration, output="logit")
+    weight = approximation_parameters(integration, 3)[0].sum()  # 1, except Captum's trapezoid (1 - 1/n)
+    for text, r in zip(TEXTS, ig.explain(TEXTS, target=2)):
+        exact = linear_contributions(params, text, 2)
+        np.testing.assert_allclose(r.scores, weight * exact, atol=1e-5)
+        assert abs(r.convergence_delta - (weight - 1) * exact.sum()) < 1e-5
+
+
+@pytest.mark.parametrize("cls", [Occlusion, FiniteDifference])
+def test_perturbation_methods_are_exact_on_a_linear_logit(model, params, cls):
+    for text, r in zip(TEXTS, cls(model, output="logit").explain(TEXTS, target="neutral")):
+        np.testing.assert_allclose(r.scores, linear_contributions(params, text, 1), atol=1e-5)
+
+
+def test_occlusion_window_averages_over_covering_windows(model, params):
+    text = "the movie was very dull"
+    contrib = linear_contributions(params, text, 0)
+    n = len(contrib)
+    expected = np.zeros(n)
+    for i in range(n):
+        windows = [s for s in range(n - 1) if s <= i <= s + 1]
+        expected[i] = np.mean([contrib[s] + contrib[s + 1] for s in windows])
+    r = Occlusion(model, window=2, output="logit").explain([text], target=0)[0]
+    np.testing.assert_allclose(r.scores, expected, atol=1e-5)
+
+
+def test_gradient_methods_closed_form(model, params):
+    text = "a very very good fun movie"
+    ids = ids_of(text)
+    n = len(ids)
+    w = params["W"][2].astype(np.float64)
+    sal = Saliency(model, output="logit").explain([text], target=2)[0]
+    np.testing.assert_allclose(sal.scores, np.full(n, np.linalg.norm(w) / n), rtol=1e-5)
+    gxi = GradientXInput(model, output="logit").explain([text], target=2)[0]
+    np.testing.assert_allclose(gxi.scores, params["E"][ids] @ w / n, atol=1e-5)
+
+
+def numeric_ig_prob(params, text, target, steps=2000):
+    """IG of the softmax probability by a fine midpoint rule in float64, independent of the runtime."""
+    ids = ids_of(text)
+    x = params["E"][ids].astype(np.float64)
+    b = x.copy()
+    b[1:-1] = params["E"][0]
+    W, c, n = params["W"].astype(np.float64), params["c"].astype(np.float64), len(ids)
+    total = np.zeros_like(x)
+    for a in (np.arange(steps) + 0.5) / steps:
+        z = W @ (b + a * (x - b)).mean(0) + c
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        gz = p[target] * (np.eye(len(p))[target] - p)
+        total += (gz @ W)[None] / n
+    return ((x - b) * total / steps).sum(-1)
+
+
+def test_ig_of_probability_matches_numeric_integration(model, params):
+    for text in TEXTS[:3]:
+        r = IntegratedGradients(model, n_steps=50).explain([text], target=1)[0]
+        ref = numeric_ig_prob(params, text, 1)
+        assert np.abs(r.scores - ref).max() <= 1e-4 * np.abs(ref).max()
+        assert abs(r.convergence_delta) < 1e-5
+
+
+def test_fd_agrees_with_gradient_times_input_minus_baseline(model):
+    for text in TEXTS:
+        fd = FiniteDifference(model).explain([text], target=0)[0]
+        ig1 = IntegratedGradients(model, n_steps=1, method="riemann_right").explain([text], target=0)[0]  # grad(x).(x-b)
+        assert np.abs(fd.scores - ig1.scores).max() <= 1e-2 * np.abs(ig1.scores).max()
+
+
+def test_adaptive_ig_reports_steps_and_meets_tolerance(model):
+    r = IntegratedGradients(model, n_steps=2, adaptive=True, tolerance=1e-4).explain(TEXTS)
+    for a in r:
+        gap = abs(a.output_value - a.baseline_value)
+        assert a.settings["converged"] and abs(a.convergence_delta) <= 1e-4 * gap + 1e-12
+        assert a.settings["n_steps"] >= 2
+    capped = IntegratedGradients(model, n_steps=1, adaptive=True, tolerance=1e-12, max_steps=4).explain([TEXTS[1]])[0]
+    assert capped.settings["n_steps"] <= 4
+
+
+# ---- the contract every method keeps ---------------------------------------------------------------------------
+@pytest.fixture(scope="module", params=sorted(METHODS))
+def explainer(request, model):
+    return METHODS[request.param](model)
+
+
+def test_shapes_and_fields(explainer):
+    for r in explainer.explain(TEXTS):
+        assert len(r.scores) == len(r.tokens) == len(r.offsets)
+        assert r.tokens[0] == "[CLS]" and r.tokens[-1] == "[SEP]"
+        assert np.isfinite(r.scores).all()
+        d = r.to_dict()
+        assert set(d) >= {"text", "label", "target", "probabilities", "tokens", "offsets", "scores", "convergence_delta"}
+        assert (r.convergence_delta is not None) == (r.method == "ig")
+        for tok, (a, b) in zip(r.tokens[1:-1], r.offsets[1:-1]):
+            assert r.text[a:b] == tok or tok == "[UNK]"
+
+
+def test_batch_of_one_equals_batch_of_many(explainer):
+    many = explainer.explain(TEXTS)
+    for text, r in zip(TEXTS, many):
+        one = explainer.explain([text])[0]
+        np.testing.assert_allclose(one.scores, r.scores, rtol=1e-5, atol=1e-7)
+
+
+def test_deterministic(explainer):
+    a, b = explainer.explain(TEXTS), explainer.explain(TEXTS)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x.scores, y.scores)
+
+
+def test_every_target_form(explainer, model):
+    text = [TEXTS[3]]
+    by_name = explainer.explain(text, target="positive")[0]
+    by_index = explainer.explain(text, target=2)[0]
+    np.testing.assert_array_equal(by_name.scores, by_index.scores)
+    assert by_name.target.label == "positive" and by_name.target.index == 2
+    default = explainer.explain(text)[0]
+    assert default.target == default.prediction
+    every = explainer.explain(TEXTS[:2], target="all")
+    assert [(r.text, r.target.index) for r in every] == [(t, k) for t in TEXTS[:2] for k in range(3)]
+    np.testing.assert_array_equal(every[2].scores, explainer.explain(TEXTS[:1], target=2)[0].scores)
+
+
+@pytest.mark.parametrize("target", ["nonsense", 3, -1, 1.5, True])
+def test_bad_targets(explainer, target):
+    with pytest.raises(InputError):
+        explainer.explain(TEXTS, target=target)
+
+
+def test_empty_and_whitespace_texts_still_explained(explainer):
+    res = explainer.explain(["", "   ", "good movie"])
+    for r in res[:2]:
+        assert r.tokens == ("[CLS]", "[SEP]") and not np.any(r.scores[1:-1]) and r.warnings
+    assert len(res[2].tokens) == 4 and not res[2].warnings
+
+
+def test_long_text_is_truncated_and_says_so(explainer, model):
+    long = " ".join(["good"] * 40)
+    r, short = explainer.explain([long, "bad"])
+    assert r.truncated and len(r.tokens) == model.manifest.max_length and any("truncated" in w for w in r.warnings)
+    assert not short.truncated
+
+
+@pytest.mark.parametrize("texts", ["a single string", [1, 2], ["ok", None]])
+def test_texts_must_be_strings(explainer, texts):
+    with pytest.raises(InputError):
+        explainer.explain(texts)
+
+
+def test_baselines(model, params):
+    text = "good movie"
+    for name, bid in (("pad", 0), ("unk", 1), ("mask", 4)):
+        r = IntegratedGradients(model, baseline=name, output="logit", n_steps=4).explain([text], target=0)[0]
+        np.testing.assert_allclose(r.scores, linear_contributions(params, text, 0, bid), atol=1e-5)
+    zero = IntegratedGradients(model, baseline="zero", output="logit", n_steps=4).explain([text], target=0)[0]
+    ids = ids_of(text)
+    expected = params["E"][ids] @ params["W"][0] / len(ids)
+    expected[[0, -1]] = 0
+    np.testing.assert_allclose(zero.scores, expected, atol=1e-5)
+    # a baseline text fills the non-special positions in order, padding the rest
+    bt = IntegratedGradients(model, baseline="bad", output="logit", n_steps=4).explain([text], target=0)[0]
+    x = params["E"][ids]
+    b = x.copy()
+    b[1], b[2] = params["E"][VOCAB.index("bad")], params["E"][0]
+    np.testing.assert_allclose(bt.scores, (x - b) @ params["W"][0] / len(ids), atol=1e-5)
+
+
+def test_bad_options(model):
+    for make in (lambda: Occlusion(model, window=0), lambda: FiniteDifference(model, epsilon=0),
+                 lambda: IntegratedGradients(model, method="simpson"), lambda: Saliency(model, output="softmax"),
+                 lambda: IntegratedGradients(model, n_steps=0), lambda: Model(model.path, batch_size=0)):
+        with pytest.raises(InputError):
+            make()
+
+
+# ---- bundles -------------------------------------------------------------------------------------------------
+def test_forward_only_bundle(handmade_forward_only, params):
+    m = Model(handmade_forward_only)
+    assert not m.has_gradient
+    for cls in (IntegratedGradients, Saliency, GradientXInput):
+        with pytest.raises(GradientUnavailableError, match="re-export"):
+            cls(m)
+    text = "the movie was very dull"
+    for cls in (Occlusion, FiniteDifference):
+        r = cls(m, output="logit").explain([text], target=0)[0]
+        np.testing.assert_allclose(r.scores, linear_contributions(params, text, 0), atol=1e-5)
+
+
+def test_corrupt_and_missing_bundles(tmp_path, handmade):
+    import shutil
+
+    with pytest.raises(BundleError, match="not found"):
+        Model(tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BundleError, match="manifest.json"):
+        Model(tmp_path / "empty")
+    for name, content in (("forward.onnx", b"not an onnx file"), ("manifest.json", b"{ broken"),
+                          ("embeddings.npy", b"garbage"), ("tokenizer.json", b"[]")):
+        d = tmp_path / name.replace(".", "_")
+        shutil.copytree(handmade[0], d)
+        (d / name).write_bytes(content)
+        with pytest.raises(BundleError):
+            Model(d)
+    d = tmp_path / "missing"
+    shutil.copytree(handmade[0], d)
+    (d / "embeddings.npy").unlink()
+    with pytest.raises(BundleError, match="missing"):
+        Model(d)
+
+
+def test_unavailable_provider_is_an_error(handmade):
+    with pytest.raises(ProviderError, match="onnxruntime-gpu"):
+        Model(handmade[0], providers=["CUDAExecutionProvider"] if "CUDAExecutionProvider" not in
+              __import__("onnxruntime").get_available_providers() else ["NoSuchExecutionProvider"])
