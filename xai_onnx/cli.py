@@ -99,6 +99,137 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .errors import InputError
+    from .evaluation import FaithfulnessEvaluator, evaluate_with_progress
+    from .io import read_labelled
+
+    model = _model(args)
+    texts = [t for t, _ in read_labelled(args.data)]
+    if args.limit is not None:
+        if args.limit < 1:
+            raise InputError(f"--limit must be >= 1, got {args.limit}")
+        texts = texts[:args.limit]
+    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    explainers = {name: make_explainer(model, name, {"output": args.output}) for name in names}
+    evaluator = FaithfulnessEvaluator(model, removal=args.removal, output=args.output, random_state=args.random_state)
+    report = evaluate_with_progress(evaluator, texts, explainers, quiet=args.quiet)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump(report.to_dict(), f, indent=2)
+    if args.format == "json":
+        print(json.dumps(report.to_dict()))
+    else:
+        print(report.table())
+        print(f"best by comprehensiveness: {report.best()}; {report.settings['n_texts']} texts, removal={report.removal}")
+    return 0
+
+
+def _labelled(path: str) -> tuple[list[str], list[str | None]]:
+    from .io import read_labelled
+
+    pairs = read_labelled(path)
+    return [t for t, _ in pairs], [lab for _, lab in pairs]
+
+
+def _emit(args: argparse.Namespace, key: str, items: list[Any], text_line: Callable[[Any], str]) -> None:
+    if args.format == "json":
+        print(json.dumps({key: [i.to_dict() if hasattr(i, "to_dict") else i for i in items]}, ensure_ascii=False))
+    else:
+        print("\n".join(text_line(i) for i in items))
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    from .adversarial import GreedySubstitution, HotFlip
+    from .progress import Progress
+
+    model = _model(args)
+    constraints = {"max_flips": args.max_flips, "keep_stop_words": args.keep_stop_words,
+                   "whole_words": not args.any_piece, "min_similarity": args.min_similarity}
+    method = args.method or ("hotflip" if model.has_gradient else "greedy")
+    attacker = HotFlip(model, **constraints) if method == "hotflip" else GreedySubstitution(model, **constraints)
+    texts = _texts(args)
+    bar = Progress(len(texts), "attack", enabled=False if args.quiet else None)
+    results = []
+    for t in texts:
+        results.append(attacker.attack([t])[0])
+        bar.update()
+    bar.close()
+    _emit(args, "results", results, lambda r: (
+        f"{'FLIPPED' if r.success else 'held  '} {r.label_before}->{r.label_after} "
+        f"p={r.probability_before:.3f}->{r.probability_after:.3f}  {r.adversarial_text}"))
+    return 0
+
+
+def cmd_influence(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .influence import InfluenceIndex
+
+    model = _model(args)
+    if args.index and (Path(args.index) / "meta.json").is_file() and not args.train:
+        index = InfluenceIndex.load(model, args.index, k=args.k)
+    else:
+        if not args.train:
+            from .errors import InputError
+
+            raise InputError("give --train FILE (or --index DIR of an index fitted earlier)")
+        texts, labels = _labelled(args.train)
+        index = InfluenceIndex(model, k=args.k).fit(texts, labels)
+        if args.index:
+            index.save(args.index)
+    results = index.query(_texts(args), k=args.k, mode=args.mode)
+    _emit(args, "results", results, lambda r: f"{r.text}\n" + "\n".join(
+        f"  + {n.score:+.4f} [{n.label}] {n.text}" for n in r.proponents) + "\n" + "\n".join(
+        f"  - {n.score:+.4f} [{n.label}] {n.text}" for n in r.opponents))
+    return 0
+
+
+def cmd_prototypes(args: argparse.Namespace) -> int:
+    from .labels import label_indices
+    from .prototypes import MMDCritic
+
+    model = _model(args)
+    texts, labels = _labelled(args.data)
+    from .errors import InputError
+
+    if not texts:
+        raise InputError(f"{args.data} holds no examples")
+    y = label_indices(labels, model.labels) if args.per_class else None
+    feats = model.features(texts)
+    critic = MMDCritic(n_prototypes=args.n_prototypes, n_criticisms=args.n_criticisms, per_class=args.per_class).fit(
+        feats, y, model.labels)
+    groups = [g.to_dict(texts) for g in critic.groups_]
+    _emit(args, "groups", groups, lambda g: f"[{g['label'] or 'all'}] sigma={g['sigma']:.3f}\n" + "\n".join(
+        f"  prototype: {t}" for t in g["prototype_texts"]) + "\n" + "\n".join(
+        f"  criticism: {t}" for t in g["criticism_texts"]))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .report import debug_report
+
+    model = _model(args)
+    texts, labels = _labelled(args.data)
+    train = _labelled(args.train) if args.train else None
+    say = (lambda m: None) if args.quiet else (lambda m: print(f"xai-onnx report: {m}", file=sys.stderr))
+    rep = debug_report(model, texts, labels, train=train, method=args.method, progress=say)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(rep, indent=2, ensure_ascii=False), encoding="utf-8")
+    if args.format == "json":
+        print(json.dumps({"report": str(out / "report.json"), "accuracy": rep["accuracy"],
+                          "misclassified": len(rep["misclassified"])}))
+    else:
+        print(f"accuracy {rep['accuracy']:.4f} on {rep['n']} examples; {len(rep['misclassified'])} misclassified")
+        for lab, rows in rep["class_tokens"].items():
+            print(f"  towards {lab}: " + ", ".join(f"{r['token']} ({r['count']})" for r in rows[:10]))
+        print(f"written: {out / 'report.json'}")
+    return 0
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, metadata.EntryPoint]]:
     from .methods import METHODS
     from .quadrature import METHODS as INTEGRATIONS
@@ -122,6 +253,60 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, metadata.EntryPoi
     p.add_argument("--stride", type=int, default=None, help="occlusion stride (1)")
     p.add_argument("--epsilon", type=float, default=None, help="fd step (0.01)")
     p.set_defaults(func=cmd_explain)
+    p = sub.add_parser("evaluate", help="faithfulness of each method: comprehensiveness, sufficiency, AOPC, tau")
+    p.add_argument("bundle")
+    p.add_argument("--data", required=True, help="JSONL, CSV/TSV or SST-2 format (labels are not needed)")
+    p.add_argument("--methods", default="ig,saliency,grad_x_input,occlusion,fd", help="comma-separated")
+    p.add_argument("--limit", type=int, default=None, help="first N texts only")
+    p.add_argument("--removal", choices=("delete", "pad", "mask"), default="delete")
+    p.add_argument("--output", choices=("prob", "logit"), default="prob")
+    p.add_argument("--random-state", type=int, default=0)
+    p.add_argument("--out", default=None, help="also write the JSON report here")
+    p.add_argument("--format", choices=("json", "text"), default="text")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--providers", nargs="+", default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("attack", help="adversarial examples (HotFlip; greedy substitution without a gradient graph)")
+    _common(p)
+    p.add_argument("--method", choices=("hotflip", "greedy"), default=None)
+    p.add_argument("--max-flips", type=int, default=3)
+    p.add_argument("--keep-stop-words", action="store_true")
+    p.add_argument("--any-piece", action="store_true", help="allow word pieces, not only whole-word vocabulary")
+    p.add_argument("--min-similarity", type=float, default=None, help="minimum embedding cosine to the replaced token")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_attack)
+    p = sub.add_parser("influence", help="influential training examples (TracIn on the head, or kNN)")
+    _common(p)
+    p.add_argument("--train", default=None, help="labelled training file")
+    p.add_argument("--index", default=None, help="directory to save the fitted index to, or load it from")
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--mode", choices=("tracin", "knn"), default="tracin")
+    p.set_defaults(func=cmd_influence)
+    p = sub.add_parser("prototypes", help="prototypes and criticisms (MMD-critic)")
+    p.add_argument("bundle")
+    p.add_argument("--data", required=True)
+    p.add_argument("--per-class", action="store_true")
+    p.add_argument("--n-prototypes", type=int, default=10)
+    p.add_argument("--n-criticisms", type=int, default=5)
+    p.add_argument("--format", choices=("json", "text"), default="json")
+    p.add_argument("--providers", nargs="+", default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=cmd_prototypes)
+    p = sub.add_parser("report", help="model-debugging report over a labelled corpus (JSON)")
+    p.add_argument("bundle")
+    p.add_argument("--data", required=True)
+    p.add_argument("--train", default=None)
+    p.add_argument("--out", required=True)
+    p.add_argument("--method", default=None, help="attribution method (ig, or occlusion without a gradient graph)")
+    p.add_argument("--format", choices=("json", "text"), default="text")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--providers", nargs="+", default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=cmd_report)
     plugins = {}
     for ep in metadata.entry_points(group="xai_onnx.commands"):
         if ep.name not in sub.choices:

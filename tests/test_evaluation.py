@@ -1,0 +1,125 @@
+"""Faithfulness measures on the handmade linear model, where the exact ranking and the values are known."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from handmade import VOCAB, reference_logits
+
+from xai_onnx import InputError, Model, Occlusion, Saliency
+from xai_onnx.evaluation import FaithfulnessEvaluator, kendall_tau
+
+TEXTS = ["the movie very dull a", "a very good fun movie", "not fun bad movie"]
+
+
+@pytest.fixture(scope="module")
+def model(handmade):
+    return Model(handmade[0])
+
+
+def softmax(z):
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+def test_kendall_tau():
+    assert kendall_tau(np.array([1, 2, 3]), np.array([10, 20, 30])) == 1.0
+    assert kendall_tau(np.array([1, 2, 3]), np.array([3, 2, 1])) == -1.0
+    assert abs(kendall_tau(np.array([1, 2, 3, 4]), np.array([1, 3, 2, 4])) - 2 / 3) < 1e-12
+    assert math.isnan(kendall_tau(np.array([1.0]), np.array([2.0])))
+
+
+def test_values_match_direct_computation(model, handmade):
+    params = handmade[1]
+    text = TEXTS[0]
+    ev = FaithfulnessEvaluator(model, fractions=(0.2, 0.6, 1.0), output="logit")
+    occ = Occlusion(model, output="logit")
+    report = ev.evaluate([text], {"occlusion": occ})
+    # the exact ranking: occlusion on a linear logit equals each token's contribution
+    ids = [2] + [VOCAB.index(w) for w in text.split()] + [3]
+    target = int(np.argmax(reference_logits(params, ids)))
+    scores = occ.explain([text])[0].scores[1:-1]
+    order = list(np.argsort(-scores, kind="stable"))
+    words = ids[1:-1]
+    fx = reference_logits(params, ids)[target]
+
+    def f(kept_positions):
+        return reference_logits(params, [2] + [words[p] for p in sorted(kept_positions)] + [3])[target]
+
+    n = len(words)
+    comp = [fx - f(order[k:]) for k in (1, 3, 5)]  # ceil(0.2*5)=1, ceil(0.6*5)=3, 5
+    suff = [fx - f(order[:k]) for k in (1, 3, 5)]
+    aopc = sum(fx - f(order[k:]) for k in range(1, n + 1)) / (n + 1)
+    m = report.methods[0]
+    np.testing.assert_allclose(m.comprehensiveness, comp, atol=1e-5)
+    np.testing.assert_allclose(m.sufficiency, suff, atol=1e-5)
+    assert abs(m.aopc - aopc) < 1e-5 and abs(m.comprehensiveness_area - np.mean(comp)) < 1e-5
+    assert m.tau_loo == pytest.approx(1.0)  # occlusion against itself
+    assert abs(m.sufficiency[-1]) < 1e-6  # keeping every token changes nothing
+
+
+def test_exact_ranking_beats_random_and_reversed(model):
+    ev = FaithfulnessEvaluator(model, output="logit")
+    occ = Occlusion(model, output="logit")
+
+    class Reversed(Occlusion):
+        def compute(self, items):
+            return [type(c)(-c.scores) for c in super().compute(items)]
+
+    report = ev.evaluate(TEXTS, {"exact": occ, "reversed": Reversed(model, output="logit")})
+    exact, rev = report.methods
+    assert exact.comprehensiveness_area > report.random.comprehensiveness_area > rev.comprehensiveness_area
+    assert exact.aopc > report.random.aopc > rev.aopc
+    assert rev.tau_loo == pytest.approx(-1.0)
+    assert report.best() == "exact"
+
+
+def test_random_reference_is_reproducible(model):
+    sal = {"saliency": Saliency(model)}
+    a = FaithfulnessEvaluator(model, random_state=7).evaluate(TEXTS, sal).random
+    b = FaithfulnessEvaluator(model, random_state=7).evaluate(TEXTS, sal).random
+    c = FaithfulnessEvaluator(model, random_state=8).evaluate(TEXTS, sal).random
+    assert a == b and a != c
+
+
+@pytest.mark.parametrize("removal", ["pad", "mask"])
+def test_replacement_removal(model, handmade, removal):
+    params = handmade[1]
+    text = "a very good fun movie"
+    report = FaithfulnessEvaluator(model, fractions=(1.0,), removal=removal, output="logit").evaluate(
+        [text], {"occ": Occlusion(model, output="logit")})
+    ids = [2] + [VOCAB.index(w) for w in text.split()] + [3]
+    fill = VOCAB.index("[PAD]" if removal == "pad" else "[MASK]")
+    target = int(np.argmax(reference_logits(params, ids)))
+    expected = reference_logits(params, ids)[target] - reference_logits(params, [2] + [fill] * 5 + [3])[target]
+    assert report.methods[0].comprehensiveness[0] == pytest.approx(expected, abs=1e-5)
+
+
+def test_bad_input(model):
+    with pytest.raises(InputError):
+        FaithfulnessEvaluator(model, removal="erase")
+    with pytest.raises(InputError):
+        FaithfulnessEvaluator(model, fractions=(0.0, 0.5))
+    with pytest.raises(InputError):
+        FaithfulnessEvaluator(model).evaluate(["", "  "], {"s": Saliency(model)})
+    with pytest.raises(InputError):
+        FaithfulnessEvaluator(model).evaluate(TEXTS, {})
+    with pytest.raises(InputError):
+        FaithfulnessEvaluator(model, output="prob").evaluate(TEXTS, {"s": Saliency(model, output="logit")})
+
+
+def test_cli_evaluate(handmade, tmp_path):
+    data = tmp_path / "d.txt"
+    data.write_text("".join(f"1 {t}\n" for t in TEXTS), encoding="utf-8")
+    out = tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, "-m", "xai_onnx.cli", "evaluate", str(handmade[0]), "--data", str(data),
+                           "--methods", "ig,occlusion,fd", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "random" in proc.stdout and "occlusion" in proc.stdout
+    rep = json.loads(out.read_text())
+    assert [m["method"] for m in rep["methods"]] == ["ig", "occlusion", "fd"] and rep["settings"]["n_texts"] == 3

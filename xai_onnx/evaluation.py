@@ -1,0 +1,224 @@
+"""Faithfulness of explanations: comprehensiveness, sufficiency (ERASER, DeYoung et al. 2020), AOPC under the
+most-relevant-first order, and agreement with leave-one-out, each against a random ranking."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+from .methods.base import Explainer
+from .model import Model, RowGroup, softmax
+from .progress import Progress
+from .tokenization import Encoded
+
+REMOVALS = ("delete", "pad", "mask")
+DEFAULT_FRACTIONS = tuple(k / 10 for k in range(1, 11))
+
+
+def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
+    """Kendall's tau-b of two score vectors (ties handled); nan with fewer than two items or a constant vector."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape[0] < 2:
+        return float("nan")
+    i, j = np.triu_indices(a.shape[0], k=1)
+    da, db = np.sign(a[i] - a[j]), np.sign(b[i] - b[j])
+    n_a, n_b = np.count_nonzero(da), np.count_nonzero(db)
+    if n_a == 0 or n_b == 0:
+        return float("nan")
+    return float((da * db).sum() / math.sqrt(n_a * n_b))
+
+
+@dataclass(frozen=True)
+class MethodScores:
+    """Corpus means for one ranking (a method, or ``random``).
+
+    comprehensiveness, sufficiency : per fraction of the non-special tokens, shape (n_fractions,).
+    comprehensiveness_area, sufficiency_area : their means over the fractions (higher / lower is better).
+    aopc : mean over k = 0..L of F(x) - F(x without its k most relevant tokens), most-relevant-first (higher is better).
+    tau_loo : Kendall's tau-b between the scores and occlusion with window 1 (leave-one-out); None for random.
+    """
+
+    method: str
+    comprehensiveness: tuple[float, ...]
+    sufficiency: tuple[float, ...]
+    comprehensiveness_area: float
+    sufficiency_area: float
+    aopc: float
+    tau_loo: float | None
+    seconds_per_text: float | None
+    n_texts: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class FaithfulnessReport:
+    fractions: tuple[float, ...]
+    removal: str
+    output: str
+    methods: tuple[MethodScores, ...]
+    random: MethodScores
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def best(self) -> str:
+        return max(self.methods, key=lambda m: m.comprehensiveness_area).method
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"fractions": list(self.fractions), "removal": self.removal, "output": self.output,
+                "methods": [m.to_dict() for m in self.methods], "random": self.random.to_dict(),
+                "best_by_comprehensiveness": self.best(), "settings": dict(self.settings)}
+
+    def table(self) -> str:
+        head = f"{'method':<14}{'compr. area':>12}{'suff. area':>12}{'AOPC':>9}{'tau(LOO)':>10}{'s/text':>9}"
+        rows = [head, "-" * len(head)]
+        for m in (*self.methods, self.random):
+            tau = "" if m.tau_loo is None else f"{m.tau_loo:.3f}"
+            sec = "" if m.seconds_per_text is None else f"{m.seconds_per_text:.4f}"
+            rows.append(f"{m.method:<14}{m.comprehensiveness_area:>12.4f}{m.sufficiency_area:>12.4f}{m.aopc:>9.4f}"
+                        f"{tau:>10}{sec:>9}")
+        return "\n".join(rows)
+
+
+class FaithfulnessEvaluator:
+    """Measure how faithful each explainer's token ranking is to the model.
+
+    Parameters
+    ----------
+    model : the loaded bundle.
+    fractions : fractions of the non-special tokens removed (comprehensiveness) or kept (sufficiency).
+    removal : ``"delete"`` (default: drop the tokens, the sequence gets shorter), ``"pad"`` or ``"mask"`` (replace
+        them by that token). Special tokens are never removed.
+    output : F is the target's ``"prob"`` (default) or ``"logit"``; the target is the predicted class.
+    random_state : seed of the random reference ranking (one seed a text, drawn up front).
+    """
+
+    def __init__(self, model: Model, *, fractions: Sequence[float] = DEFAULT_FRACTIONS, removal: str = "delete",
+                 output: str = "prob", random_state: int | None = 0, batch_size: int | None = None):
+        if removal not in REMOVALS:
+            raise InputError(f"removal must be one of {REMOVALS}, got {removal!r}")
+        if output not in ("prob", "logit"):
+            raise InputError(f"output must be 'prob' or 'logit', got {output!r}")
+        fr = tuple(float(f) for f in fractions)
+        if not fr or any(not 0 < f <= 1 for f in fr):
+            raise InputError(f"fractions must lie in (0, 1], got {fractions}")
+        self.model, self.fractions, self.removal, self.output = model, fr, removal, output
+        self.random_state, self.batch_size = random_state, batch_size
+
+    # ---- F on token subsets ----------------------------------------------------------------------------------------
+    def _objective(self, logits: np.ndarray, target: int) -> np.ndarray:
+        return logits[..., target] if self.output == "logit" else softmax(logits.astype(np.float64))[..., target]
+
+    def _variants(self, enc: Encoded, removed: list[np.ndarray]) -> RowGroup | list[RowGroup]:
+        """Inputs with each given set of positions removed."""
+        if self.removal == "delete":
+            groups = []
+            for rm in removed:
+                keep = np.ones(len(enc), dtype=bool)
+                keep[rm] = False
+                groups.append(RowGroup(self.model.embed(enc.ids[keep])[None], enc.type_ids[keep]))
+            return groups
+        ids = np.repeat(enc.ids[None], len(removed), axis=0)
+        fill = self.model.special_id(self.removal)
+        for r, rm in enumerate(removed):
+            ids[r, rm] = fill
+        return [RowGroup(self.model.embed(ids), enc.type_ids)]
+
+    def _evaluate_rankings(self, enc: Encoded, target: int, fx: float, rankings: list[np.ndarray]) -> list[dict[str, Any]]:
+        """For each ranking of the non-special positions (most relevant first): the curves and AOPC."""
+        n = len(rankings[0])
+        ks = [max(1, math.ceil(f * n - 1e-9)) for f in self.fractions] if n else []
+        all_pos = np.flatnonzero(~enc.special)
+        removed: list[np.ndarray] = []
+        for rank in rankings:
+            removed += [rank[:k] for k in ks]  # comprehensiveness
+            removed += [np.setdiff1d(all_pos, rank[:k]) for k in ks]  # sufficiency: keep the top k
+            removed += [rank[:k] for k in range(1, n + 1)]  # AOPC, one token at a time
+        groups = self._variants(enc, removed) if removed else []
+        outs = self.model.run(groups, batch_size=self.batch_size) if groups else []
+        logits = np.concatenate([o["logits"] for o in outs]) if outs else np.zeros((0, len(self.model.labels)))
+        f = self._objective(logits, target)
+        results, at = [], 0
+        for _ in rankings:
+            comp = fx - f[at:at + len(ks)]
+            at += len(ks)
+            suff = fx - f[at:at + len(ks)]
+            at += len(ks)
+            drops = fx - f[at:at + n]
+            at += n
+            results.append({"comp": comp, "suff": suff, "aopc": float(drops.sum() / (n + 1)) if n else 0.0})
+        return results
+
+    # ---- public API ------------------------------------------------------------------------------------------------
+    def evaluate(self, texts: Sequence[str], explainers: Mapping[str, Explainer], *,
+                 progress: Callable[[int], None] | None = None) -> FaithfulnessReport:
+        """Evaluate each explainer on ``texts``; texts with no non-special token are skipped."""
+        from .methods import Occlusion
+
+        if not explainers:
+            raise InputError("give at least one explainer to evaluate")
+        for name, ex in explainers.items():
+            if ex.output != self.output:
+                raise InputError(f"explainer {name!r} explains output={ex.output!r}, the evaluation uses {self.output!r}")
+        encoded = [e for e in self.model.encode(texts) if (~e.special).any()]
+        if not encoded:
+            raise InputError("no text with a token to remove: give non-empty texts")
+        kept = [e.text for e in encoded]
+        loo = Occlusion(self.model, window=1, output=self.output, baseline="pad").explain(kept)
+        seeds = np.random.default_rng(self.random_state).integers(0, 2**63 - 1, size=len(kept))
+        per_method: dict[str, list[dict[str, Any]]] = {name: [] for name in explainers}
+        rand: list[dict[str, Any]] = []
+        timing: dict[str, float] = {}
+        attributions = {}
+        for name, ex in explainers.items():
+            t0 = time.perf_counter()
+            attributions[name] = ex.explain(kept)
+            timing[name] = (time.perf_counter() - t0) / len(kept)
+        for i, enc in enumerate(encoded):
+            pos = np.flatnonzero(~enc.special)
+            target = loo[i].target.index
+            fx = loo[i].output_value
+            rankings = []
+            for name in explainers:
+                scores = attributions[name][i].scores[pos]
+                rankings.append(pos[np.argsort(-scores, kind="stable")])
+            rankings.append(np.random.default_rng(int(seeds[i])).permutation(pos))
+            res = self._evaluate_rankings(enc, target, fx, rankings)
+            for name, r in zip(explainers, res):
+                r["tau"] = kendall_tau(attributions[name][i].scores[pos], loo[i].scores[pos])
+                per_method[name].append(r)
+            rand.append(res[-1])
+            if progress:
+                progress(1)
+
+        def summarise(name: str, rows: list[dict[str, Any]], seconds: float | None, with_tau: bool) -> MethodScores:
+            comp = np.mean([r["comp"] for r in rows], axis=0)
+            suff = np.mean([r["suff"] for r in rows], axis=0)
+            taus = [r["tau"] for r in rows if with_tau and not math.isnan(r["tau"])]
+            return MethodScores(name, tuple(float(v) for v in comp), tuple(float(v) for v in suff), float(comp.mean()),
+                                float(suff.mean()), float(np.mean([r["aopc"] for r in rows])),
+                                float(np.mean(taus)) if taus else (None if not with_tau else float("nan")), seconds,
+                                len(rows))
+
+        return FaithfulnessReport(
+            fractions=self.fractions, removal=self.removal, output=self.output,
+            methods=tuple(summarise(n, per_method[n], timing[n], True) for n in explainers),
+            random=summarise("random", rand, None, False),
+            settings={"random_state": self.random_state, "n_texts": len(kept), "skipped": len(texts) - len(kept),
+                      "explainers": {n: ex.settings() for n, ex in explainers.items()}},
+        )
+
+
+def evaluate_with_progress(evaluator: FaithfulnessEvaluator, texts: Sequence[str], explainers: Mapping[str, Explainer],
+                           *, quiet: bool = False) -> FaithfulnessReport:
+    bar = Progress(len(texts), "evaluate", enabled=None if not quiet else False)
+    try:
+        return evaluator.evaluate(texts, explainers, progress=bar.update)
+    finally:
+        bar.close()
