@@ -298,3 +298,14 @@ def test_unavailable_provider_is_an_error(handmade):
     with pytest.raises(ProviderError, match="onnxruntime-gpu"):
         Model(handmade[0], providers=["CUDAExecutionProvider"] if "CUDAExecutionProvider" not in
               __import__("onnxruntime").get_available_providers() else ["NoSuchExecutionProvider"])
+
+
+def test_cuda_runs_without_tf32_unless_asked(monkeypatch):
+    from xai_onnx import session
+
+    monkeypatch.setattr(session.ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert session.resolve_providers(["CUDAExecutionProvider"]) == [
+        ("CUDAExecutionProvider", {"use_tf32": "0"}), "CPUExecutionProvider"]
+    mine = ("CUDAExecutionProvider", {"use_tf32": "1", "device_id": "0"})
+    assert session.resolve_providers([mine])[0] == mine
+    assert session.resolve_providers(None) == ["CPUExecutionProvider"]

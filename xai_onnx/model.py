@@ -14,7 +14,7 @@ import onnxruntime as ort
 from .errors import BundleError, GradientUnavailableError, InputError
 from .manifest import GraphSpec, Manifest
 from .results import Prediction, Target
-from .session import create_session, resolve_providers
+from .session import Provider, create_session, resolve_providers
 from .tokenization import Encoded, TextEncoder
 
 
@@ -40,12 +40,13 @@ class Model:
     Parameters
     ----------
     bundle : path of a directory written by ``xai-onnx export``.
-    providers : onnxruntime execution providers, e.g. ``["CUDAExecutionProvider"]``; CPU by default.
+    providers : onnxruntime execution providers, e.g. ``["CUDAExecutionProvider"]``, or (name, options) pairs; CPU by
+        default. CUDA runs without TF32 unless ``("CUDAExecutionProvider", {"use_tf32": "1"})`` is given.
     threads : intra-op threads per session (onnxruntime's default when None).
     batch_size : rows per onnxruntime call; rows are grouped by length so padding wastes little.
     """
 
-    def __init__(self, bundle: str | Path, *, providers: Sequence[str] | None = None, threads: int | None = None,
+    def __init__(self, bundle: str | Path, *, providers: Sequence[Provider] | None = None, threads: int | None = None,
                  batch_size: int = 64):
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
