@@ -1,0 +1,291 @@
+"""Speed, memory and accuracy of xai-onnx against Captum on the same model, inputs and thread count.
+
+    python scripts/benchmark.py BUNDLE HF_MODEL_DIR [--data FILE] [--n 100] [--threads 2] [--out FILE.json]
+
+For each method (ig, ig_adaptive, saliency, occlusion) one child process runs ours and Captum alternately on the same
+sentences, twice over (the medians of the repeats are kept): latency is a loop over the sentences one at a time
+(batch 1, what a service sees), throughput one call over all of them. Attributions are compared with Captum's
+(max |ours - captum| / max |captum| per sentence, the worst kept). Peak memory (max RSS) comes from two more
+children per method, one running only ours and one only Captum. Cold start is `import` plus loading, in a fresh
+process each. A benchmark, not a test: CI only checks that it runs on a tiny model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+METHODS = ("ig", "ig_adaptive", "saliency", "occlusion")
+
+
+def read_sentences(path: str | None, n: int) -> list[str]:
+    if path is None:
+        base = ["a gripping , funny and moving film .", "one long string of cliches .", "not bad at all",
+                "the acting is wooden and the plot is thin , but the music is lovely ."]
+        return (base * (n // len(base) + 1))[:n]
+    from xai_onnx.io import read_labelled
+
+    return [t for t, _ in read_labelled(path)][:n]
+
+
+# ---- the two implementations -----------------------------------------------------------------------------------------
+class Ours:
+    def __init__(self, bundle: str, threads: int):
+        from xai_onnx import Model
+
+        self.model = Model(bundle, threads=threads)
+
+    def explainer(self, method: str):
+        from xai_onnx import IntegratedGradients, Occlusion, Saliency
+
+        if method == "ig":
+            return IntegratedGradients(self.model, n_steps=50)
+        if method == "ig_adaptive":
+            return IntegratedGradients(self.model, n_steps=16, adaptive=True, tolerance=0.01)
+        return Saliency(self.model) if method == "saliency" else Occlusion(self.model, window=1)
+
+    def run(self, method: str, texts: list[str]) -> tuple[list[np.ndarray], list[float | None], list[int]]:
+        res = self.explainer(method).explain(texts)
+        return [r.scores for r in res], [r.convergence_delta for r in res], [r.target.index for r in res]
+
+
+class Reference:
+    """Captum on the Hugging Face model, as its documentation shows for BERT-style classifiers."""
+
+    def __init__(self, model_dir: str, threads: int, max_length: int):
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        torch.set_num_threads(threads)
+        self.torch = torch
+        self.tok = AutoTokenizer.from_pretrained(model_dir)
+        self.hf = AutoModelForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager").eval()
+        self.max_length = max_length
+
+    def _inputs(self, text: str):
+        enc = self.tok(text, return_tensors="pt", truncation=True, max_length=self.max_length)
+        ids = enc["input_ids"]
+        base = ids.clone()
+        base[0, 1:-1] = self.tok.pad_token_id  # one sentence: [CLS] ... [SEP]; an [UNK] in the text is content
+        extra = {k: v for k, v in enc.items() if k in ("attention_mask", "token_type_ids")}
+        return ids, base, extra
+
+    def run(self, method: str, texts: list[str], targets: list[int]) -> tuple[list[np.ndarray], list[float | None]]:
+        from captum.attr import LayerIntegratedGradients, Occlusion, Saliency
+
+        torch, hf = self.torch, self.hf
+        emb = hf.get_input_embeddings()
+        scores, deltas = [], []
+        for text, target in zip(texts, targets):
+            ids, base, extra = self._inputs(text)
+            keys = tuple(extra)
+
+            def prob_ids(input_ids, *args):
+                return torch.softmax(hf(input_ids=input_ids, **dict(zip(keys, args))).logits, -1)
+
+            def prob_emb(embeds, *args):
+                return torch.softmax(hf(inputs_embeds=embeds, **dict(zip(keys, args))).logits, -1)
+
+            args = tuple(extra.values())
+            if method in ("ig", "ig_adaptive"):
+                attr, delta = LayerIntegratedGradients(prob_ids, emb).attribute(
+                    ids, baselines=base, additional_forward_args=args, target=target, n_steps=50,
+                    method="gausslegendre", return_convergence_delta=True)
+                scores.append(attr.sum(-1)[0].detach().numpy())
+                deltas.append(float(delta))
+            elif method == "saliency":
+                e = emb(ids).detach()
+                g = Saliency(prob_emb).attribute(e, target=target, abs=False, additional_forward_args=args)
+                scores.append(g[0].norm(dim=-1).numpy())
+                deltas.append(None)
+            else:
+                e, b = emb(ids).detach(), emb(base).detach()
+                h = e.shape[-1]
+                with torch.no_grad():
+                    a = Occlusion(prob_emb).attribute(e, sliding_window_shapes=(1, h), strides=(1, h), baselines=b,
+                                                      target=target, additional_forward_args=args)
+                scores.append(a[0, :, 0].numpy())
+                deltas.append(None)
+        return scores, deltas
+
+
+# ---- children -----------------------------------------------------------------------------------------------------------
+def max_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def child_time(args: argparse.Namespace) -> dict:
+    """Ours and Captum alternately on the same sentences; medians of the repeats."""
+    texts = read_sentences(args.data, args.n)
+    ours = Ours(args.bundle, args.threads)
+    ref = Reference(args.model, args.threads, ours.model.manifest.max_length)
+    method = args.method
+    ours.run(method, texts[:1])  # warm-up: session creation, first-run allocations
+    targets = ours.run("saliency", texts)[2]
+    ref.run(method, texts[:1], targets[:1])
+    lat_o, lat_r, thr_o, thr_r = [], [], [], []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        for t in texts:
+            ours.run(method, [t])
+        lat_o.append((time.perf_counter() - t0) / len(texts))
+        t0 = time.perf_counter()
+        o_scores, o_deltas, _ = ours.run(method, texts)
+        thr_o.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        r_scores, r_deltas = ref.run(method, texts, targets)
+        thr_r.append(time.perf_counter() - t0)
+        lat_r.append(thr_r[-1] / len(texts))  # Captum explains one sentence at a time either way
+    out = {"method": method, "n": len(texts), "ours_latency_s": statistics.median(lat_o),
+           "captum_latency_s": statistics.median(lat_r), "ours_throughput_s": statistics.median(thr_o),
+           "captum_throughput_s": statistics.median(thr_r)}
+    out["latency_ratio"] = out["ours_latency_s"] / out["captum_latency_s"]
+    out["throughput_ratio"] = out["ours_throughput_s"] / out["captum_throughput_s"]
+    if method != "ig_adaptive":
+        out["max_rel_diff_vs_captum"] = max(float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
+                                            for a, b in zip(o_scores, r_scores))
+    else:
+        rel = [abs(d) / max(abs(float(np.sum(s))) - abs(d), 1e-12) for s, d in zip(o_scores, o_deltas)]
+        out["max_relative_delta"] = max(rel)
+    return out
+
+
+def child_memory(args: argparse.Namespace) -> dict:
+    """One implementation alone in this process, so its peak RSS is its own (the target does not change the work)."""
+    texts = read_sentences(args.data, args.n)
+    if args.which == "ours":
+        Ours(args.bundle, args.threads).run(args.method, texts)
+    else:
+        max_length = json.loads((Path(args.bundle) / "manifest.json").read_text())["max_length"]
+        Reference(args.model, args.threads, max_length).run(args.method, texts, [0] * len(texts))
+    return {"max_rss_mb": max_rss_mb()}
+
+
+def spawn(args: argparse.Namespace, *extra: str) -> dict:
+    cmd = [sys.executable, __file__, args.bundle, args.model, "--n", str(args.n), "--threads", str(args.threads),
+           "--repeats", str(args.repeats), *extra] + (["--data", args.data] if args.data else [])
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark child failed: {' '.join(extra)}\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def cold_start(args: argparse.Namespace) -> dict:
+    ours = ("import time; t = time.perf_counter(); import xai_onnx; xai_onnx.Model(%r, threads=%d); "
+            "print(time.perf_counter() - t)" % (args.bundle, args.threads))
+    ref = ("import time; t = time.perf_counter(); import torch, captum.attr, transformers; "
+           "transformers.AutoModelForSequenceClassification.from_pretrained(%r); print(time.perf_counter() - t)" % args.model)
+    res = {}
+    for name, code in (("ours", ours), ("captum", ref)):
+        times = []
+        for _ in range(3):
+            p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               env={**os.environ, "HF_HUB_OFFLINE": "1"})
+            times.append(float(p.stdout.strip().splitlines()[-1]))
+        res[f"{name}_s"] = statistics.median(times)
+    return res
+
+
+def dist_size_mb(names: list[str]) -> float:
+    """Installed size of distributions and everything they require, transitively (MB)."""
+    seen: set[str] = set()
+    todo = list(names)
+    total = 0
+    while todo:
+        name = todo.pop().lower().replace("_", "-")
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        for f in dist.files or []:
+            try:
+                total += f.locate().stat().st_size
+            except OSError:
+                pass
+        for req in dist.requires or []:
+            if "extra ==" in req:
+                continue
+            todo.append(req.split(";")[0].split("[")[0].split("<")[0].split(">")[0].split("=")[0].split("~")[0]
+                        .split("!")[0].strip())
+    return total / 1e6
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("bundle")
+    ap.add_argument("model", help="the Hugging Face directory the bundle was exported from")
+    ap.add_argument("--data", default=None, help="sentences (any format xai-onnx reads); built-in examples if absent")
+    ap.add_argument("--n", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--child", choices=("time", "memory"), default=None)
+    ap.add_argument("--method", default=None)
+    ap.add_argument("--which", default=None)
+    args = ap.parse_args()
+    if args.child == "time":
+        print(json.dumps(child_time(args)))
+        return
+    if args.child == "memory":
+        print(json.dumps(child_memory(args)))
+        return
+    rows = []
+    for method in args.methods.split(","):
+        row = spawn(args, "--child", "time", "--method", method)
+        mem_o = spawn(args, "--child", "memory", "--method", method, "--which", "ours")["max_rss_mb"]
+        mem_r = spawn(args, "--child", "memory", "--method", method, "--which", "captum")["max_rss_mb"]
+        row.update(ours_max_rss_mb=mem_o, captum_max_rss_mb=mem_r, memory_ratio=mem_o / mem_r)
+        rows.append(row)
+        print(f"done: {method}", file=sys.stderr)
+    report = {
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "python": platform.python_version(), "threads": args.threads},
+        "versions": {p: metadata.version(p) for p in ("onnxruntime", "torch", "captum", "numpy")
+                     if _has(p)},
+        "n_sentences": args.n, "methods": rows, "cold_start": cold_start(args),
+        "installed_mb": {"runtime (numpy, onnxruntime, tokenizers + deps)": dist_size_mb(["numpy", "onnxruntime", "tokenizers"]),
+                         "torch + captum + transformers (+ deps)": dist_size_mb(["torch", "captum", "transformers"])},
+    }
+    head = f"{'method':<13}{'latency ours/captum':>22}{'ratio':>7}{'throughput ours/captum':>26}{'ratio':>7}{'accuracy':>10}{'RSS MB ours/captum':>22}"
+    print(head)
+    for r in rows:
+        acc = r.get("max_rel_diff_vs_captum", r.get("max_relative_delta"))
+        print(f"{r['method']:<13}{r['ours_latency_s']:>10.4f} /{r['captum_latency_s']:>9.4f}{r['latency_ratio']:>8.2f}"
+              f"{r['ours_throughput_s']:>13.3f} /{r['captum_throughput_s']:>9.3f}{r['throughput_ratio']:>8.2f}"
+              f"{acc:>10.1e}{r['ours_max_rss_mb']:>12.0f} /{r['captum_max_rss_mb']:>6.0f}")
+    cs = report["cold_start"]
+    print(f"cold start (import + load): ours {cs['ours_s']:.2f} s, torch+captum {cs['captum_s']:.2f} s")
+    for k, v in report["installed_mb"].items():
+        print(f"installed: {k}: {v:.0f} MB")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2))
+
+
+def _has(p: str) -> bool:
+    try:
+        metadata.version(p)
+        return True
+    except metadata.PackageNotFoundError:
+        return False
+
+
+if __name__ == "__main__":
+    main()
