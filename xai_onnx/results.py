@@ -76,6 +76,12 @@ class Attribution:
                 words.append((a, b, float(s)))
         return [(self.text[a:b], s) for a, b, s in words]
 
+    def to_html(self) -> str:
+        """This explanation as a self-contained HTML page (see :func:`xai_onnx.html.render` for several)."""
+        from .html import render
+
+        return render([self])
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "text": self.text,

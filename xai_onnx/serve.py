@@ -1,0 +1,142 @@
+"""HTTP service (the optional ``serve`` extra: starlette + uvicorn). One onnxruntime session serves every request;
+the work runs in worker threads, off the event loop.
+
+    GET  /health          {"status": "ok"}
+    GET  /v1/model        labels, methods available, limits
+    POST /v1/predict      {"texts": [...]}                       -> {"results": [...]}
+    POST /v1/explain      {"texts": [...], "method": "ig", ...}  -> {"method": ..., "results": [...]} (the CLI's schema)
+
+Errors: 400 malformed JSON; 413 too many texts or a text too long; 422 a bad field; 409 a method this bundle cannot
+serve (no gradient graph). Every error body is {"error": message}.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .errors import GradientUnavailableError, XaiOnnxError
+from .methods import METHODS
+from .model import Model
+
+OPTIONS = {"target": (str, int), "steps": int, "integration": str, "baseline": str, "output": str, "window": int,
+           "stride": int, "epsilon": float, "adaptive": bool, "tolerance": float}
+
+
+class HTTPProblem(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def _texts(body: dict[str, Any], max_texts: int, max_chars: int) -> list[str]:
+    texts = body.get("texts")
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise HTTPProblem(422, '"texts" must be a list of strings')
+    if not texts:
+        raise HTTPProblem(422, '"texts" is empty')
+    if len(texts) > max_texts:
+        raise HTTPProblem(413, f"{len(texts)} texts in one request; the limit is {max_texts}")
+    longest = max(len(t) for t in texts)
+    if longest > max_chars:
+        raise HTTPProblem(413, f"a text of {longest} characters; the limit is {max_chars}")
+    return texts
+
+
+def _options(body: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(body) - set(OPTIONS) - {"texts", "method"}
+    if unknown:
+        raise HTTPProblem(422, f"unknown field(s) {sorted(unknown)}; allowed: texts, method, {', '.join(OPTIONS)}")
+    out = {}
+    for key, kind in OPTIONS.items():
+        if key in body and body[key] is not None:
+            value = body[key]
+            if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+                if not (kind is float and isinstance(value, int) and not isinstance(value, bool)):
+                    raise HTTPProblem(422, f'"{key}" has the wrong type')
+            out[key] = value
+    return out
+
+
+def explain_payload(model: Model, body: dict[str, Any], max_texts: int, max_chars: int) -> dict[str, Any]:
+    """The /v1/explain answer for a parsed body (also what the tests compare against the library)."""
+    from .cli import make_explainer
+
+    texts = _texts(body, max_texts, max_chars)
+    method = body.get("method")
+    if method not in METHODS:
+        raise HTTPProblem(422, f'"method" must be one of {", ".join(METHODS)}')
+    if METHODS[method].needs_gradient and not model.has_gradient:
+        raise HTTPProblem(409, f"method {method!r} needs the gradient graph, which this bundle lacks; "
+                               "use occlusion or fd, or re-export the bundle with `xai-onnx export`")
+    options = _options(body)
+    target = options.pop("target", None)
+    if isinstance(target, str) and target != "all" and target.lstrip("-").isdigit():
+        target = int(target)
+    explainer = make_explainer(model, method, options)
+    return {"method": method, "results": [r.to_dict() for r in explainer.explain(texts, target=target)]}
+
+
+def create_app(model: Model, *, max_texts: int = 64, max_chars: int = 10_000):
+    try:
+        from starlette.applications import Starlette
+        from starlette.concurrency import run_in_threadpool
+        from starlette.requests import Request
+        from starlette.responses import JSONResponse
+        from starlette.routing import Route
+    except ImportError as exc:
+        raise XaiOnnxError("the service needs the serve extra: pip install 'xai-onnx[serve]'") from exc
+
+    async def body_of(request: Request) -> dict[str, Any]:
+        raw = await request.body()
+        try:
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise HTTPProblem(400, f"malformed JSON: {exc}") from exc
+        if not isinstance(body, dict):
+            raise HTTPProblem(422, "the body must be a JSON object")
+        return body
+
+    def guard(handler):
+        async def wrapped(request: Request):
+            try:
+                return JSONResponse(await handler(request))
+            except HTTPProblem as exc:
+                return JSONResponse({"error": str(exc)}, status_code=exc.status)
+            except GradientUnavailableError as exc:
+                return JSONResponse({"error": str(exc)}, status_code=409)
+            except XaiOnnxError as exc:
+                return JSONResponse({"error": str(exc)}, status_code=422)
+        return wrapped
+
+    async def health(_request: Request) -> dict[str, Any]:
+        return {"status": "ok"}
+
+    async def describe(_request: Request) -> dict[str, Any]:
+        m = model.manifest
+        methods = [name for name, cls in METHODS.items() if model.has_gradient or not cls.needs_gradient]
+        return {"labels": list(m.labels), "methods": methods, "architecture": m.architecture, "max_length": m.max_length,
+                "gradient": model.has_gradient, "limits": {"max_texts": max_texts, "max_chars": max_chars}}
+
+    async def predict(request: Request) -> dict[str, Any]:
+        texts = _texts(await body_of(request), max_texts, max_chars)
+        preds = await run_in_threadpool(model.predict, texts)
+        return {"results": [p.to_dict() for p in preds]}
+
+    async def explain(request: Request) -> dict[str, Any]:
+        body = await body_of(request)
+        return await run_in_threadpool(explain_payload, model, body, max_texts, max_chars)
+
+    return Starlette(routes=[
+        Route("/health", guard(health), methods=["GET"]),
+        Route("/v1/model", guard(describe), methods=["GET"]),
+        Route("/v1/predict", guard(predict), methods=["POST"]),
+        Route("/v1/explain", guard(explain), methods=["POST"]),
+    ])
+
+
+def serve(model: Model, host: str = "127.0.0.1", port: int = 8000, **limits: int) -> None:
+    app = create_app(model, **limits)
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level="warning")
