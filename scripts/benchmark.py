@@ -263,7 +263,8 @@ def main() -> None:
         "installed_mb": {"runtime (numpy, onnxruntime, tokenizers + deps)": dist_size_mb(["numpy", "onnxruntime", "tokenizers"]),
                          "torch + captum + transformers (+ deps)": dist_size_mb(["torch", "captum", "transformers"])},
     }
-    head = f"{'method':<13}{'latency ours/captum':>22}{'ratio':>7}{'throughput ours/captum':>26}{'ratio':>7}{'accuracy':>10}{'RSS MB ours/captum':>22}"
+    head = (f"{'method':<13}{'latency ours/captum':>22}{'ratio':>7}{'throughput ours/captum':>26}{'ratio':>7}"
+            f"{'accuracy':>10}{'RSS MB ours/captum':>22}")
     print(head)
     for r in rows:
         acc = r.get("max_rel_diff_vs_captum", r.get("max_relative_delta"))

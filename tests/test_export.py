@@ -14,9 +14,9 @@ torch = pytest.importorskip("torch", reason="exporter tests need the export extr
 
 from conftest import SST2_MODEL, need_shared  # noqa: E402
 from tiny_models import ARCHS, MAX_POS, build_classifier, build_sentence_encoder  # noqa: E402
+from xai_onnx_exporters import ARCHITECTURES, ExportInputError, export_bundle  # noqa: E402
 
 from xai_onnx import Model, Saliency  # noqa: E402
-from xai_onnx_exporters import ARCHITECTURES, ExportInputError, export_bundle  # noqa: E402
 
 # lengths the trace (7 or 11 tokens) never saw, batched together so padding is exercised
 TEXTS = ["good", "the movie was very good but the acting was awful and boring .", "i love it !", "bad", "a",

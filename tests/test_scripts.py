@@ -17,7 +17,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_benchmark_runs_on_a_tiny_model(tmp_path):
     from tiny_models import build_classifier
-
     from xai_onnx_exporters import export_bundle
 
     src = build_classifier("bert", tmp_path / "model")

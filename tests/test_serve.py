@@ -36,9 +36,9 @@ def start(bundle) -> tuple[subprocess.Popen, str]:
         try:
             urllib.request.urlopen(url + "/health", timeout=1)
             return proc, url
-        except OSError:
+        except OSError as exc:
             if proc.poll() is not None:
-                raise RuntimeError(proc.stderr.read().decode())
+                raise RuntimeError(proc.stderr.read().decode()) from exc
             time.sleep(0.2)
     proc.kill()
     raise RuntimeError("the server did not start in 60 s")

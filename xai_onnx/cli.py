@@ -51,23 +51,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def make_explainer(model: Any, method: str, options: dict[str, Any]):
     """An explainer from CLI/service option names (steps, integration, baseline, output, window, ...)."""
     from .errors import InputError
-    from .methods import METHODS
+    from .methods import METHODS, FiniteDifference, IntegratedGradients, Occlusion
 
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    cls = METHODS[method]
-    common = {k: options[k] for k in ("baseline", "output") if options.get(k) is not None}
+    baseline = options.get("baseline") or "pad"
+    output = options.get("output") or "prob"
     if method == "ig":
-        extra = {"n_steps": options.get("steps") or 50, "method": options.get("integration") or "gausslegendre",
-                 "adaptive": bool(options.get("adaptive")), "internal_batch_size": options.get("batch_size")}
-        if options.get("tolerance") is not None:
-            extra["tolerance"] = options["tolerance"]
-        return cls(model, **common, **extra)
+        return IntegratedGradients(model, n_steps=options.get("steps") or 50,
+                                   method=options.get("integration") or "gausslegendre",
+                                   adaptive=bool(options.get("adaptive")),
+                                   tolerance=0.01 if options.get("tolerance") is None else options["tolerance"],
+                                   internal_batch_size=options.get("batch_size"), baseline=baseline, output=output)
     if method == "occlusion":
-        return cls(model, **common, window=options.get("window") or 1, stride=options.get("stride") or 1)
+        return Occlusion(model, window=options.get("window") or 1, stride=options.get("stride") or 1,
+                         baseline=baseline, output=output)
     if method == "fd":
-        return cls(model, **common, epsilon=options.get("epsilon") or 1e-2)
-    return cls(model, **common)
+        return FiniteDifference(model, epsilon=options.get("epsilon") or 1e-2, baseline=baseline, output=output)
+    return METHODS[method](model, baseline=baseline, output=output)
 
 
 def _format_text(r: Any) -> str:

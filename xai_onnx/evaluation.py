@@ -115,7 +115,7 @@ class FaithfulnessEvaluator:
     def _objective(self, logits: np.ndarray, target: int) -> np.ndarray:
         return logits[..., target] if self.output == "logit" else softmax(logits.astype(np.float64))[..., target]
 
-    def _variants(self, enc: Encoded, removed: list[np.ndarray]) -> RowGroup | list[RowGroup]:
+    def _variants(self, enc: Encoded, removed: list[np.ndarray]) -> list[RowGroup]:
         """Inputs with each given set of positions removed."""
         if self.removal == "delete":
             groups = []

@@ -62,7 +62,7 @@ class InfluenceIndex:
         self.model = model
         self.k = k
 
-    def fit(self, texts: Sequence[str], labels: Sequence[str | int]) -> InfluenceIndex:
+    def fit(self, texts: Sequence[str], labels: Sequence[str | int | None]) -> InfluenceIndex:
         if len(texts) == 0:
             raise InputError("the training set is empty")
         if len(texts) != len(labels):

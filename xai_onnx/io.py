@@ -65,7 +65,7 @@ def read_labelled(path: str | Path) -> list[tuple[str, str | None]]:
         if not reader.fieldnames or "text" not in reader.fieldnames:
             raise InputError(f"{p}: a CSV/TSV file needs a header with a 'text' column (and 'label')")
         return [(row["text"], row.get("label")) for row in reader if row.get("text") is not None]
-    pairs = []
+    pairs: list[tuple[str, str | None]] = []
     for n, line in enumerate(lines, 1):
         head, _, text = line.partition(" ")
         if not head.lstrip("-").isdigit() or not text:

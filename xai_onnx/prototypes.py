@@ -137,7 +137,7 @@ class MMDCritic:
             y = np.asarray(labels)
             if y.shape[0] != x.shape[0]:
                 raise InputError(f"{x.shape[0]} feature rows but {y.shape[0]} labels")
-            parts = [(int(c), np.flatnonzero(y == c)) for c in np.unique(y)]
+            parts: list[tuple[int | None, np.ndarray]] = [(int(c), np.flatnonzero(y == c)) for c in np.unique(y)]
         else:
             parts = [(None, np.arange(x.shape[0]))]
         groups = []

@@ -12,7 +12,7 @@ import numpy as np
 from .errors import InputError
 from .influence import InfluenceIndex
 from .labels import label_indices
-from .methods import METHODS
+from .methods import METHODS, IntegratedGradients
 from .model import Model
 from .prototypes import MMDCritic
 
@@ -38,8 +38,8 @@ def class_tokens(results: Sequence[Any], labels: Sequence[str], *, top: int = 20
     return out
 
 
-def debug_report(model: Model, texts: Sequence[str], labels: Sequence[str | int], *,
-                 train: tuple[Sequence[str], Sequence[str | int]] | None = None, method: str | None = None,
+def debug_report(model: Model, texts: Sequence[str], labels: Sequence[str | int | None], *,
+                 train: tuple[Sequence[str], Sequence[str | int | None]] | None = None, method: str | None = None,
                  n_errors: int = 5, top_tokens: int = 20, min_count: int = 3, n_prototypes: int = 5,
                  n_criticisms: int = 3, k: int = 3, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     if len(texts) == 0:
@@ -51,7 +51,7 @@ def debug_report(model: Model, texts: Sequence[str], labels: Sequence[str | int]
     method = method or ("ig" if model.has_gradient else "occlusion")
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    explainer = METHODS[method](model, **({"n_steps": 32} if method == "ig" else {}))
+    explainer = IntegratedGradients(model, n_steps=32) if method == "ig" else METHODS[method](model)
     say(f"explaining {len(texts)} texts with {method}")
     results = explainer.explain(texts)
     pred = np.array([r.prediction.index for r in results])

@@ -19,7 +19,8 @@ from .errors import GradientUnavailableError, XaiOnnxError
 from .methods import METHODS
 from .model import Model
 
-OPTIONS = {"target": (str, int), "steps": int, "integration": str, "baseline": str, "output": str, "window": int,
+OPTIONS: dict[str, type | tuple[type, ...]] = {
+    "target": (str, int), "steps": int, "integration": str, "baseline": str, "output": str, "window": int,
            "stride": int, "epsilon": float, "adaptive": bool, "tolerance": float}
 
 
