@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,17 @@ class RowGroup:
     type_ids: np.ndarray
     w_logit: np.ndarray | None = None
     w_prob: np.ndarray | None = None
+
+
+def _runs(chunk: Sequence[tuple[int, int]]) -> Iterator[tuple[int, int, int]]:
+    """(group, start, end) of each run of consecutive rows from one group in a chunk of (group, row) pairs."""
+    r = 0
+    while r < len(chunk):
+        end = r
+        while end < len(chunk) and chunk[end][0] == chunk[r][0]:
+            end += 1
+        yield chunk[r][0], r, end
+        r = end
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -155,13 +166,8 @@ class Model:
             types = np.zeros((b, seq), dtype=np.int64)
             w_logit = np.zeros((b, n_labels), dtype=np.float32)
             w_prob = np.zeros((b, n_labels), dtype=np.float32)
-            # copy contiguous runs of one group at once
-            r = 0
-            while r < b:
-                g = chunk[r][0]
-                end = r
-                while end < b and chunk[end][0] == g:
-                    end += 1
+            runs = list(_runs(chunk))  # copy contiguous rows of one group at once
+            for g, r, end in runs:
                 i0, i1 = chunk[r][1], chunk[end - 1][1] + 1
                 grp = groups[g]
                 n = grp.embeds.shape[1]
@@ -173,7 +179,6 @@ class Model:
                         w_logit[r:end] = grp.w_logit[i0:i1]
                     if grp.w_prob is not None:
                         w_prob[r:end] = grp.w_prob[i0:i1]
-                r = end
             feeds: dict[str, Any] = {spec.inputs["inputs_embeds"]: embeds, spec.inputs["attention_mask"]: mask}
             if "token_type_ids" in spec.inputs:
                 feeds[spec.inputs["token_type_ids"]] = types
@@ -181,16 +186,10 @@ class Model:
                 feeds[spec.inputs["w_logit"]] = w_logit
                 feeds[spec.inputs["w_prob"]] = w_prob
             out = session.run([spec.outputs[k] for k in outputs], feeds)
-            r = 0
-            while r < b:
-                g = chunk[r][0]
-                end = r
-                while end < b and chunk[end][0] == g:
-                    end += 1
+            for g, r, end in runs:
                 n = groups[g].embeds.shape[1]
                 for k, arr in zip(outputs, out):
                     parts[g][k].append(arr[r:end, :n] if k == "grad" else arr[r:end])
-                r = end
         for g in range(len(groups)):
             for k in outputs:
                 results[g][k] = np.concatenate(parts[g][k]) if parts[g][k] else np.zeros((0,))
