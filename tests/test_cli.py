@@ -84,3 +84,26 @@ def test_empty_and_long_texts_in_one_batch(handmade):
     res = json.loads(proc.stdout)["results"]
     assert len(res) == 3 and res[0]["warnings"] and res[1]["truncated"] and not res[2]["warnings"]
     assert "truncated" in proc.stderr
+
+
+def test_jsonl_streams_one_result_a_line(handmade, tmp_path):
+    data = tmp_path / "in.txt"
+    data.write_text("\n".join(["good movie", "not fun", "bad"] * 15), encoding="utf-8")  # 45 texts: two chunks
+    proc = cli("explain", str(handmade[0]), "--input", str(data), "--method", "fd", "--format", "jsonl")
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(ln) for ln in proc.stdout.splitlines()]
+    assert len(lines) == 45 and all(ln["method"] == "fd" and "scores" in ln for ln in lines)
+    assert proc.stderr == ""  # no progress bar when stderr is not a terminal
+
+
+def test_progress_bar_on_a_terminal(handmade, tmp_path):
+    import io
+
+    from xai_onnx.progress import Progress
+
+    stream = io.StringIO()
+    bar = Progress(4, "explain", enabled=True, stream=stream)
+    for _ in range(4):
+        bar.update()
+    bar.close()
+    assert "4/4" in stream.getvalue() and stream.getvalue().endswith("\n")

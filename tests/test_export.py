@@ -127,6 +127,29 @@ def test_no_gradient_export_has_forward_only(tmp_path):
     assert m.gradient is None and not (tmp_path / "b" / "gradient.onnx").exists()
 
 
+def test_fd_runs_on_a_quantised_forward_graph(tmp_path):
+    """int8 dynamic quantisation of the forward graph: predictions and finite differences still run. (Fidelity is
+    another matter: on minilm-sst2 the rank correlation with float32 FD was 0.01 at epsilon 1e-2 and 0.48 at 0.5.)"""
+    import shutil
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from xai_onnx import FiniteDifference, Occlusion
+
+    src = build_classifier("bert", tmp_path / "m")
+    export_bundle(src, tmp_path / "b", gradient=False)
+    q = tmp_path / "q"
+    shutil.copytree(tmp_path / "b", q)
+    (q / "forward.onnx").unlink()
+    quantize_dynamic(str(tmp_path / "b" / "forward.onnx"), str(q / "forward.onnx"), weight_type=QuantType.QInt8)
+    ops = {n.op_type for n in __import__("onnx").load(str(q / "forward.onnx")).graph.node}
+    assert "DynamicQuantizeLinear" in ops or "MatMulInteger" in ops
+    model = Model(q)
+    for cls in (FiniteDifference, Occlusion):
+        res = cls(model).explain(TEXTS[:3])
+        assert all(np.isfinite(r.scores).all() and len(r.scores) == len(r.tokens) for r in res)
+
+
 # ---- bad input: exit 2, one line, nothing written -------------------------------------------------------------
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "xai_onnx.cli", *args], capture_output=True, text=True, timeout=600)

@@ -94,11 +94,24 @@ def cmd_explain(args: argparse.Namespace) -> int:
     target = args.target
     if target is not None and target != "all" and target.lstrip("-").isdigit():
         target = int(target)
+    from .progress import Progress
+
     texts = _texts(args)
-    results = [r for ex in explainers for r in ex.explain(texts, target=target)]
-    for r in results[:len(results) // len(explainers)]:
-        if r.truncated:
-            print(f"xai-onnx: note: {r.warnings[-1]}: {r.text[:40]!r}...", file=sys.stderr)
+    per_text = len(model.labels) if target == "all" else 1
+    bar = Progress(len(texts) * per_text * len(explainers), "explain", enabled=False if args.quiet else None)
+    results = []
+    for ex in explainers:
+        for r in ex.iter_explain(texts, target=target):  # chunk by chunk, so a killed run keeps what it streamed
+            bar.update()
+            if r.truncated and ex is explainers[0]:
+                print(f"xai-onnx: note: {r.warnings[-1]}: {r.text[:40]!r}...", file=sys.stderr)
+            if args.format == "jsonl":
+                print(json.dumps({"method": ex.name, **r.to_dict()}, ensure_ascii=False), flush=True)
+            elif args.format == "text":
+                print(_format_text(r) + "\n", flush=True)
+            else:
+                results.append(r)
+    bar.close()
     if args.format == "json":
         print(json.dumps({"method": args.method, "results": [r.to_dict() for r in results]}, ensure_ascii=False))
     elif args.format == "html":
@@ -106,8 +119,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
         # group each text's methods together: render() keeps first-seen order of (text, target)
         print(render(results, title=f"xai-onnx: {args.method} on {model.manifest.architecture}"), end="")
-    else:
-        print("\n\n".join(_format_text(r) for r in results))
     return 0
 
 
@@ -261,7 +272,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, metadata.EntryPoi
     _common(p)
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("explain", help="token attributions")
-    _common(p, formats=("json", "text", "html"))
+    _common(p, formats=("json", "jsonl", "text", "html"))
+    p.add_argument("--quiet", action="store_true", help="no progress bar (it shows only when stderr is a terminal)")
     p.add_argument("--method", required=True, help=f"one of {', '.join(METHODS)}, or several comma-separated")
     p.add_argument("--target", default=None, help="label name or index, or 'all' (default: the predicted class)")
     p.add_argument("--steps", type=int, default=None, help="IG steps (default 50)")
