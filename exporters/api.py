@@ -75,10 +75,10 @@ def export_bundle(source: str | Path, out_dir: str | Path, *, head: str | Path |
     with torch.inference_mode(False):
         models = {}
         if gradient:
-            ex = example_inputs(prep.module, batch, seq, emb_dim, n_labels, prep.uses_token_type_ids, gradient=True)
+            ex = example_inputs(batch, seq, emb_dim, n_labels, prep.uses_token_type_ids, gradient=True)
             models[FILES["gradient"]] = export_graph(grad_fn, ex, in_names + list(GRADIENT_WEIGHTS), ["logits", "grad"],
                                                      prep.max_length, opset)
-        ex = example_inputs(prep.module, batch, seq, emb_dim, n_labels, prep.uses_token_type_ids, gradient=False)
+        ex = example_inputs(batch, seq, emb_dim, n_labels, prep.uses_token_type_ids, gradient=False)
         models[FILES["forward"]] = export_graph(fwd_fn, ex, in_names, ["logits", "features"], prep.max_length, opset)
     export_seconds = time.perf_counter() - t0
 

@@ -51,7 +51,7 @@ def _quiet() -> Iterator[None]:
             lg.setLevel(lv)
 
 
-def example_inputs(module: Any, batch: int, seq: int, embedding_dim: int, n_labels: int, uses_tt: bool,
+def example_inputs(batch: int, seq: int, embedding_dim: int, n_labels: int, uses_tt: bool,
                    gradient: bool) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(0)
     embeds = torch.randn(batch, seq, embedding_dim, generator=g) * 0.05
