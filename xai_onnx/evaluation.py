@@ -13,7 +13,7 @@ import numpy as np
 
 from .errors import InputError
 from .methods.base import Explainer
-from .model import Model, RowGroup, softmax
+from .model import Model, RowGroup, target_output
 from .progress import Progress
 from .tokenization import Encoded
 
@@ -112,9 +112,6 @@ class FaithfulnessEvaluator:
         self.random_state, self.batch_size = random_state, batch_size
 
     # ---- F on token subsets ----------------------------------------------------------------------------------------
-    def _objective(self, logits: np.ndarray, target: int) -> np.ndarray:
-        return logits[..., target] if self.output == "logit" else softmax(logits.astype(np.float64))[..., target]
-
     def _variants(self, enc: Encoded, removed: list[np.ndarray]) -> list[RowGroup]:
         """Inputs with each given set of positions removed."""
         if self.removal == "delete":
@@ -143,7 +140,7 @@ class FaithfulnessEvaluator:
         groups = self._variants(enc, removed) if removed else []
         outs = self.model.run(groups, batch_size=self.batch_size) if groups else []
         logits = np.concatenate([o["logits"] for o in outs]) if outs else np.zeros((0, len(self.model.labels)))
-        f = self._objective(logits, target)
+        f = target_output(logits, target, self.output)
         results, at = [], 0
         for _ in rankings:
             comp = fx - f[at:at + len(ks)]

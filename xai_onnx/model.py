@@ -45,6 +45,13 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def target_output(logits: np.ndarray, target: int, output: str) -> np.ndarray:
+    """F for a target: its logit, or its softmax probability (in float64); shape logits.shape[:-1]."""
+    if output == "logit":
+        return logits[..., target]
+    return softmax(logits.astype(np.float64))[..., target]
+
+
 class Model:
     """An explainer bundle loaded into onnxruntime.
 

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import InputError
-from ..model import Model, RowGroup, softmax
+from ..model import Model, RowGroup, softmax, target_output
 from ..results import Attribution, Target
 from ..tokenization import Encoded
 
@@ -88,9 +88,7 @@ class Explainer(ABC):
     # ---- building blocks ---------------------------------------------------------------------------------------
     def objective(self, logits: np.ndarray, target: int) -> np.ndarray:
         """F for a target: ndarray of shape logits.shape[:-1]."""
-        if self.output == "logit":
-            return logits[..., target]
-        return softmax(logits.astype(np.float64))[..., target]
+        return target_output(logits, target, self.output)
 
     def baseline_embeds(self, enc: Encoded, x: np.ndarray) -> np.ndarray:
         keep = enc.special
