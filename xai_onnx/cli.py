@@ -91,9 +91,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     model = _model(args)
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     explainers = [make_explainer(model, m, vars(args)) for m in methods]  # every option checked before any work
-    target = args.target
-    if target is not None and target != "all" and target.lstrip("-").isdigit():
-        target = int(target)
+    target = args.target  # a label name, an index as text, or "all": Model.resolve_target reads each
     from .progress import Progress
 
     texts = _texts(args)

@@ -72,8 +72,6 @@ def explain_payload(model: Model, body: dict[str, Any], max_texts: int, max_char
                                "use occlusion or fd, or re-export the bundle with `xai-onnx export`")
     options = _options(body)
     target = options.pop("target", None)
-    if isinstance(target, str) and target != "all" and target.lstrip("-").isdigit():
-        target = int(target)
     explainer = make_explainer(model, method, options)
     return {"method": method, "results": [r.to_dict() for r in explainer.explain(texts, target=target)]}
 
