@@ -97,8 +97,11 @@ class InfluenceIndex:
         gradient step lowers the test loss (a proponent)."""
         self._check_fitted()
         logits, feats = self.model.forward_encoded(self.model.encode(texts))
+        return self._tracin(logits, feats, label_indices(labels, self.model.labels) if labels is not None else None)
+
+    def _tracin(self, logits: np.ndarray, feats: np.ndarray, y: np.ndarray | None) -> np.ndarray:
         probs = softmax(logits.astype(np.float64))
-        y = label_indices(labels, self.model.labels) if labels is not None else probs.argmax(1)
+        y = probs.argmax(1) if y is None else y
         r_test = probs - np.eye(len(self.model.labels))[y]
         return (r_test @ self.residuals_.T.astype(np.float64)) * (feats.astype(np.float64) @ self.features_.T + 1.0)
 
@@ -106,21 +109,21 @@ class InfluenceIndex:
         """Top-k proponents and opponents (mode ``tracin``), or nearest and farthest by cosine (``knn``)."""
         self._check_fitted()
         k = min(k or self.k, len(self.texts_))
+        if mode not in ("tracin", "knn"):
+            raise InputError(f"mode must be 'tracin' or 'knn', got {mode!r}")
+        logits, feats = self.model.forward_encoded(self.model.encode(texts))  # one pass serves scores and labels
         if mode == "tracin":
-            s = self.scores(texts)
-        elif mode == "knn":
-            feats = self.model.features(texts).astype(np.float64)
-            a = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+            s = self._tracin(logits, feats, None)
+        else:
+            f = feats.astype(np.float64)
+            a = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
             b = self.features_ / np.maximum(np.linalg.norm(self.features_, axis=1, keepdims=True), 1e-12)
             s = a @ b.T
-        else:
-            raise InputError(f"mode must be 'tracin' or 'knn', got {mode!r}")
-        preds = self.model.predict(texts)
         out = []
-        for text, row, pred in zip(texts, s, preds):
+        for text, row, lg in zip(texts, s, logits):
             order = np.argsort(-row, kind="stable")
-            out.append(InfluenceResult(text, pred.label, mode, self._neighbours(order[:k], row),
-                                       self._neighbours(order[::-1][:k], row)))
+            out.append(InfluenceResult(text, self.model.labels[int(np.argmax(lg))], mode,
+                                       self._neighbours(order[:k], row), self._neighbours(order[::-1][:k], row)))
         return out
 
     def _neighbours(self, idx: np.ndarray, row: np.ndarray) -> tuple[Neighbour, ...]:
