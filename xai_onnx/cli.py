@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from importlib import metadata
 from typing import Any
 
-from .errors import XaiOnnxError
+from .errors import InputError, XaiOnnxError
 from .io import read_texts
 
 EXIT_USAGE = 2
@@ -54,7 +54,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def make_explainer(model: Any, method: str, options: dict[str, Any]):
     """An explainer from CLI/service option names (steps, integration, baseline, output, window, ...)."""
-    from .errors import InputError
     from .methods import METHODS, FiniteDifference, IntegratedGradients, Occlusion
 
     if method not in METHODS:
@@ -121,7 +120,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .errors import InputError
     from .evaluation import FaithfulnessEvaluator, evaluate_with_progress
     from .io import read_labelled
 
@@ -192,8 +190,6 @@ def cmd_influence(args: argparse.Namespace) -> int:
         index = InfluenceIndex.load(model, args.index, k=args.k)
     else:
         if not args.train:
-            from .errors import InputError
-
             raise InputError("give --train FILE (or --index DIR of an index fitted earlier)")
         texts, labels = _labelled(args.train)
         index = InfluenceIndex(model, k=args.k).fit(texts, labels)
@@ -212,8 +208,6 @@ def cmd_prototypes(args: argparse.Namespace) -> int:
 
     model = _model(args)
     texts, labels = _labelled(args.data)
-    from .errors import InputError
-
     if not texts:
         raise InputError(f"{args.data} holds no examples")
     y = label_indices(labels, model.labels) if args.per_class else None
