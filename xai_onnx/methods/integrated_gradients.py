@@ -11,21 +11,28 @@ from ..model import Model, RowGroup
 from ..quadrature import METHODS, approximation_parameters
 from .base import Computed, Explainer, Item
 
+INITIAL_NODES = 5  # adaptive mode's first round: alpha = 0, 1/4, 1/2, 3/4, 1
+
 
 class IntegratedGradients(Explainer):
     """Per-token score ``sum_hidden((x - baseline) * integral of dF/dx along the straight path)``.
 
     Parameters (besides :class:`Explainer`'s)
     ----------
-    n_steps : integration steps (the first round's count when ``adaptive``).
-    method : ``gausslegendre`` (default), ``riemann_left``, ``riemann_right``, ``riemann_middle``, ``riemann_trapezoid``.
+    n_steps : integration steps of the fixed rule (ignored when ``adaptive``).
+    method : ``gausslegendre`` (default), ``riemann_left``, ``riemann_right``, ``riemann_middle``, ``riemann_trapezoid``
+        (ignored when ``adaptive``).
     internal_batch_size : rows per onnxruntime call.
-    adaptive : double the step count, per text, until ``|delta| <= tolerance * |F(x) - F(baseline)|`` or ``max_steps``.
+    adaptive : place the steps per text where the integrand needs them (composite Simpson on [0, 1], panels halved
+        where completeness fails locally) until ``sum over panels |local delta| <= tolerance * |F(x) - F(baseline)|``,
+        or ``max_steps`` gradient evaluations. See :meth:`_adaptive`.
     """
 
     name = "ig"
     needs_gradient = True
     needs_baseline_value = True
+    #: adaptive mode halves every panel whose |local delta| is at least this fraction of the text's largest one
+    refine_fraction = 0.25
 
     def __init__(self, model: Model, *, n_steps: int = 50, method: str = "gausslegendre",
                  internal_batch_size: int | None = None, adaptive: bool = False, tolerance: float = 0.01,
@@ -36,8 +43,8 @@ class IntegratedGradients(Explainer):
         approximation_parameters(method, n_steps)  # validates n_steps
         if adaptive and not (tolerance > 0):
             raise InputError(f"tolerance must be > 0, got {tolerance}")
-        if adaptive and max_steps < n_steps:
-            raise InputError(f"max_steps ({max_steps}) must be >= n_steps ({n_steps})")
+        if adaptive and max_steps < INITIAL_NODES:
+            raise InputError(f"max_steps must be >= {INITIAL_NODES} (the first round's evaluations), got {max_steps}")
         self.n_steps = int(n_steps)
         self.method = method
         self.adaptive = adaptive
@@ -45,50 +52,85 @@ class IntegratedGradients(Explainer):
         self.max_steps = int(max_steps)
 
     def settings(self) -> dict[str, Any]:
-        s = {**super().settings(), "n_steps": self.n_steps, "integration": self.method}
         if self.adaptive:
-            s.update(adaptive=True, tolerance=self.tolerance, max_steps=self.max_steps)
-        return s
+            return {**super().settings(), "integration": "adaptive_simpson", "tolerance": self.tolerance,
+                    "max_steps": self.max_steps}
+        return {**super().settings(), "n_steps": self.n_steps, "integration": self.method}
 
-    def _integrate(self, items: list[Item], n_steps: int) -> list[tuple[np.ndarray, float]]:
-        step_sizes, alphas = approximation_parameters(self.method, n_steps)
+    def _gradients_at(self, requests: list[tuple[Item, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """For each (item, alphas): F at the path points and the per-token integrand
+        ``sum_hidden((x - b) * dF/dx)``, shapes (n_alphas,) and (n_alphas, seq), float64; one batched run."""
         n_labels = len(self.model.labels)
         groups = []
-        for it in items:
+        for it, alphas in requests:
             diff = it.x - it.baseline
-            path = it.baseline[None] + alphas[:, None, None].astype(np.float32) * diff[None]  # (n_steps, seq, dim)
-            w_logit, w_prob = it.weights(n_labels, self.output, n_steps)
+            path = it.baseline[None] + alphas[:, None, None].astype(np.float32) * diff[None]  # (n_alphas, seq, dim)
+            w_logit, w_prob = it.weights(n_labels, self.output, len(alphas))
             groups.append(RowGroup(path.astype(np.float32), it.encoded.type_ids, w_logit, w_prob))
         outs = self.run(groups, gradient=True)
         results = []
-        for it, out in zip(items, outs):
-            grads = out["grad"].astype(np.float64)  # (n_steps, seq, dim)
-            integrated = np.tensordot(step_sizes, grads, axes=1)  # (seq, dim)
-            scores = ((it.x - it.baseline).astype(np.float64) * integrated).sum(-1)
-            assert it.baseline_value is not None
-            delta = float(scores.sum() - (it.output_value - it.baseline_value))
-            results.append((scores, delta))
+        for (it, _), out in zip(requests, outs):
+            diff = (it.x - it.baseline).astype(np.float64)
+            integrand = np.einsum("ksd,sd->ks", out["grad"].astype(np.float64), diff)
+            results.append((self.objective(out["logits"], it.target).astype(np.float64), integrand))
         return results
 
-    def compute(self, items: list[Item]) -> list[Computed]:
+    def _fixed(self, items: list[Item]) -> list[Computed]:
+        step_sizes, alphas = approximation_parameters(self.method, self.n_steps)
+        out = []
+        for it, (_, integrand) in zip(items, self._gradients_at([(it, alphas) for it in items])):
+            scores = step_sizes @ integrand
+            assert it.baseline_value is not None
+            out.append(Computed(scores, float(scores.sum() - (it.output_value - it.baseline_value))))
+        return out
+
+    def _adaptive(self, items: list[Item]) -> list[Computed]:
+        """Composite Simpson with a completeness check on every panel.
+
+        On a panel [a, b] the scores must sum to F(b) - F(a) (completeness holds on every piece of the path), and the
+        gradient graph returns F at each point it differentiates, so each panel's error in that sum (its local delta)
+        is known exactly. Start with two panels (5 points); each round, for every text not yet within tolerance,
+        halve the panels whose |local delta| is at least ``refine_fraction`` of its largest (2 new points each,
+        the rest reused). The stopping rule bounds the sum of |local deltas|, not only their signed sum (the
+        convergence delta), because local errors of opposite sign cancel in the total while the per-token scores
+        stay wrong. Measured on minilm-sst2 (100 SST-2 dev sentences, probability of the predicted class): ~27
+        points per text where Gauss-Legendre needs 48 to bring every delta under 1 %.
+        """
+        # per item: alpha -> (F, integrand (seq,)); panels as (a, b) with midpoints evaluated
+        values: list[dict[float, tuple[float, np.ndarray]]] = [{} for _ in items]
+        panels: list[list[tuple[float, float]]] = [[(0.0, 0.5), (0.5, 1.0)] for _ in items]
+        wanted: list[list[float]] = [[0.0, 0.25, 0.5, 0.75, 1.0] for _ in items]
         done: dict[int, Computed] = {}
         pending = list(range(len(items)))
-        steps = self.n_steps
         while pending:
-            res = self._integrate([items[i] for i in pending], steps)
+            res = self._gradients_at([(items[i], np.array(wanted[i])) for i in pending])
             still = []
-            for i, (scores, delta) in zip(pending, res):
-                it = items[i]
+            for i, (f, integrand) in zip(pending, res):
+                for k, a in enumerate(wanted[i]):
+                    values[i][a] = (float(f[k]), integrand[k])
+                it, vals = items[i], values[i]
+                local = []
+                for a, b in panels[i]:
+                    c = 0.5 * (a + b)
+                    s = (b - a) / 6.0 * (vals[a][1] + 4.0 * vals[c][1] + vals[b][1])
+                    local.append((s, float(s.sum() - (vals[b][0] - vals[a][0]))))
                 assert it.baseline_value is not None
                 gap = abs(it.output_value - it.baseline_value)
-                converged = abs(delta) <= self.tolerance * gap or gap == 0.0
-                if not self.adaptive or converged or steps * 2 > self.max_steps:
-                    extra = {"n_steps": steps}
-                    if self.adaptive:
-                        extra["converged"] = bool(converged)
-                    done[i] = Computed(scores, delta, extra)
-                else:
-                    still.append(i)
+                errors = np.array([abs(e) for _, e in local])
+                converged = bool(errors.sum() <= self.tolerance * gap or gap == 0.0)
+                refine = [p for p, e in zip(panels[i], errors) if e >= self.refine_fraction * errors.max() and e > 0]
+                if converged or not refine or len(vals) + 2 * len(refine) > self.max_steps:
+                    scores = np.sum([s for s, _ in local], axis=0)
+                    done[i] = Computed(scores, float(scores.sum() - (it.output_value - it.baseline_value)),
+                                       {"n_steps": len(vals), "converged": converged})
+                    continue
+                split = set(refine)
+                panels[i] = [q for a, b in panels[i]
+                             for q in (((a, 0.5 * (a + b)), (0.5 * (a + b), b)) if (a, b) in split else ((a, b),))]
+                wanted[i] = [x for a, b in refine for x in (0.75 * a + 0.25 * b, 0.25 * a + 0.75 * b)]
+                still.append(i)
             pending = still
-            steps *= 2
         return [done[i] for i in range(len(items))]
+
+    def compute(self, items: list[Item]) -> list[Computed]:
+        return self._adaptive(items) if self.adaptive else self._fixed(items)
