@@ -117,7 +117,7 @@ def export_bundle(source: str | Path, out_dir: str | Path, *, head: str | Path |
             head_file=FILES["head"],
             weights_file=FILES["weights"],
             forward=GraphSpec(FILES["forward"], io_names, {"logits": "logits", "features": "features"}),
-            gradient=GraphSpec(FILES["gradient"], {**io_names, "w_logit": "w_logit", "w_prob": "w_prob"},
+            gradient=GraphSpec(FILES["gradient"], {**io_names, **{w: w for w in GRADIENT_WEIGHTS}},
                                {"logits": "logits", "grad": "grad"}) if gradient else None,
             tool_versions=_versions(),
             validation=report,

@@ -1,6 +1,8 @@
 """Forward and gradient graphs through make_fx -> torch.export -> torch.onnx (see shared/design/GRADIENT_EXPORT.md).
 
-The gradient graph computes ``d/d inputs_embeds sum(w_logit * logits + w_prob * softmax(logits))``.
+The gradient graph computes ``d/d inputs_embeds sum(w_logit * logits + w_prob * softmax(logits))`` plus, for the
+arg-max class k of each row, ``w_top[:, 0] * logits[k] + w_top[:, 1] * softmax(logits)[k]``: the predicted class's
+gradient in one run, without a forward pass first to learn which class that is.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 from .errors import ExportError
 
 FORWARD_INPUTS = ("inputs_embeds", "attention_mask", "token_type_ids")
-GRADIENT_WEIGHTS = ("w_logit", "w_prob")
+GRADIENT_WEIGHTS = ("w_logit", "w_prob", "w_top")
 
 
 @contextlib.contextmanager
@@ -61,7 +63,8 @@ def example_inputs(batch: int, seq: int, embedding_dim: int, n_labels: int, uses
     if uses_tt:
         inputs.append(torch.zeros(batch, seq, dtype=torch.int64))
     if gradient:
-        inputs += [torch.randn(batch, n_labels, generator=g), torch.randn(batch, n_labels, generator=g)]
+        inputs += [torch.randn(batch, n_labels, generator=g), torch.randn(batch, n_labels, generator=g),
+                   torch.randn(batch, 2, generator=g)]
     return tuple(inputs)
 
 
@@ -75,10 +78,13 @@ def make_functions(module: torch.nn.Module, uses_tt: bool):
     def gradient_fn(*args: torch.Tensor):
         n_in = 3 if uses_tt else 2
         embeds = args[0].detach().requires_grad_(True)
-        w_logit, w_prob = args[n_in], args[n_in + 1]
+        w_logit, w_prob, w_top = args[n_in], args[n_in + 1], args[n_in + 2]
         with torch.enable_grad():
             logits, _ = module(embeds, *args[1:n_in])
-            objective = (w_logit * logits + w_prob * torch.softmax(logits, dim=-1)).sum()
+            probs = torch.softmax(logits, dim=-1)
+            classes = torch.arange(logits.shape[-1], device=logits.device)
+            top = (classes[None, :] == logits.detach().argmax(dim=-1, keepdim=True)).to(logits.dtype)  # first max
+            objective = (w_logit * logits + w_prob * probs).sum() + (top * (w_top[:, :1] * logits + w_top[:, 1:] * probs)).sum()
             (grad,) = torch.autograd.grad(objective, embeds)
         return logits.detach(), grad
 
@@ -112,4 +118,6 @@ def export_graph(fn: Any, inputs: tuple[torch.Tensor, ...], input_names: list[st
                                              output_names=output_names, verbose=False)
     except Exception as exc:  # noqa: BLE001 - the tracer raises many kinds; report them as one
         raise ExportError(f"tracing failed ({type(exc).__name__}): {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    if onnx_program is None:
+        raise ExportError("torch.onnx.export returned no program")
     return onnx_program.model_proto

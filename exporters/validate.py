@@ -39,7 +39,7 @@ def validate(forward_path: Path, gradient_path: Path | None, functions: tuple[An
     fwd = ort.InferenceSession(str(forward_path), so, providers=["CPUExecutionProvider"])
     grad = ort.InferenceSession(str(gradient_path), so, providers=["CPUExecutionProvider"]) if gradient_path else None
     rng = np.random.default_rng(1234)
-    errors: dict[str, float] = {"logits": 0.0, "features": 0.0, "grad_logit": 0.0, "grad_prob": 0.0}
+    errors: dict[str, float] = {"logits": 0.0, "features": 0.0, "grad_logit": 0.0, "grad_prob": 0.0, "grad_top": 0.0}
     shapes = validation_shapes(max_length, trace_shape)
     for b, s in shapes:
         ids = rng.integers(0, embeddings.shape[0], size=(b, s))
@@ -57,18 +57,22 @@ def validate(forward_path: Path, gradient_path: Path | None, functions: tuple[An
         errors["features"] = max(errors["features"], _rel(feats, ref_feats))
         if grad is None:
             continue
-        for kind in ("logit", "prob"):
+        for kind in ("logit", "prob", "top"):
             target = np.zeros((b, n_labels), dtype=np.float32)
             target[np.arange(b), rng.integers(0, n_labels, size=b)] = 1.0
             zeros = np.zeros_like(target)
-            w_logit, w_prob = (target, zeros) if kind == "logit" else (zeros, target)
-            ref_l, ref_g = (t.numpy() for t in gradient_fn(*t_in, torch.from_numpy(w_logit), torch.from_numpy(w_prob)))
-            out_l, out_g = grad.run(["logits", "grad"], {**feeds, "w_logit": w_logit, "w_prob": w_prob})
+            w_logit, w_prob = (target, zeros) if kind == "logit" else (zeros, target) if kind == "prob" else (zeros, zeros)
+            w_top = np.zeros((b, 2), dtype=np.float32)
+            if kind == "top":  # the arg-max class: its logit in some rows, its probability in the others
+                w_top[np.arange(b), rng.integers(0, 2, size=b)] = 1.0
+            weights = {"w_logit": w_logit, "w_prob": w_prob, "w_top": w_top}
+            ref_l, ref_g = (t.numpy() for t in gradient_fn(*t_in, *(torch.from_numpy(w) for w in weights.values())))
+            out_l, out_g = grad.run(["logits", "grad"], {**feeds, **weights})
             # padded positions get no gradient in either; compare where it can be non-zero
             errors["logits"] = max(errors["logits"], _rel(out_l, ref_l))
             errors[f"grad_{kind}"] = max(errors[f"grad_{kind}"], _rel(out_g, ref_g))
     if grad is None:
-        del errors["grad_logit"], errors["grad_prob"]
+        del errors["grad_logit"], errors["grad_prob"], errors["grad_top"]
     report = {"tolerance": tolerance, "shapes": [list(s) for s in shapes], "max_relative_error": errors,
               "reference": "torch autograd"}
     bad = {k: v for k, v in errors.items() if not v <= tolerance}

@@ -29,6 +29,16 @@ def handmade(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def handmade_without_top(tmp_path_factory):
+    """The same model, its gradient graph without ``w_top``, like bundles exported before it existed."""
+    from handmade import build
+
+    d = tmp_path_factory.mktemp("handmade_no_top")
+    build(d, top=False)
+    return d
+
+
+@pytest.fixture(scope="session")
 def handmade_forward_only(tmp_path_factory):
     from handmade import build
 

@@ -39,14 +39,20 @@ def _pooled(nodes: list) -> str:
     return "pooled"
 
 
-def build(directory: Path, dim: int = 4, seed: int = 0, gradient: bool = True, max_length: int = 16) -> dict:
+def build(directory: Path, dim: int = 4, seed: int = 0, gradient: bool = True, max_length: int = 16,
+          top: bool = True) -> dict:
+    """top: the gradient graph takes ``w_top`` (weights of the arg-max class), as exported bundles do; False
+    builds one like those exported before it existed."""
     rng = np.random.default_rng(seed)
     directory.mkdir(parents=True, exist_ok=True)
     emb = rng.normal(size=(len(VOCAB), dim)).astype(np.float32)
     W = rng.normal(size=(len(LABELS), dim)).astype(np.float32)
     c = rng.normal(size=(len(LABELS),)).astype(np.float32)
     inits = [numpy_helper.from_array(W.T.copy(), "Wt"), numpy_helper.from_array(W, "W"), numpy_helper.from_array(c, "c"),
-             numpy_helper.from_array(np.array([-1], np.int64), "axis_last"), numpy_helper.from_array(np.array([1], np.int64), "axis1")]
+             numpy_helper.from_array(np.array([-1], np.int64), "axis_last"), numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+             numpy_helper.from_array(np.array(len(LABELS), np.int64), "n_labels"),
+             numpy_helper.from_array(np.array([0.0, 1.0], np.float32), "off_on"),
+             numpy_helper.from_array(np.array(0, np.int64), "i0"), numpy_helper.from_array(np.array(1, np.int64), "i1")]
     inputs = [helper.make_tensor_value_info("inputs_embeds", TensorProto.FLOAT, ["batch", "seq", dim]),
               helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])]
     nodes: list = []
@@ -57,20 +63,39 @@ def build(directory: Path, dim: int = 4, seed: int = 0, gradient: bool = True, m
         helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", dim])], inits)
     onnx.save(helper.make_model(fwd, opset_imports=[helper.make_opsetid("", 18)]), directory / "forward.onnx")
     if gradient:
-        # g_z = w_logit + p * (w_prob - sum(w_prob * p)); grad_i = m_i / n * (g_z @ W)
-        gnodes = list(nodes) + [
+        # wl = w_logit + onehot(argmax) * w_top[:, 0], wpr = w_prob + onehot(argmax) * w_top[:, 1]
+        # g_z = wl + p * (wpr - sum(wpr * p)); grad_i = m_i / n * (g_z @ W)
+        gnodes = list(nodes)
+        if top:
+            gnodes += [
+                helper.make_node("ArgMax", ["logits"], ["am"], axis=-1, keepdims=0),
+                helper.make_node("OneHot", ["am", "n_labels", "off_on"], ["onehot"], axis=-1),
+                helper.make_node("Gather", ["w_top", "i0"], ["wt0"], axis=1),
+                helper.make_node("Gather", ["w_top", "i1"], ["wt1"], axis=1),
+                helper.make_node("Unsqueeze", ["wt0", "axis_last"], ["wt0c"]),
+                helper.make_node("Unsqueeze", ["wt1", "axis_last"], ["wt1c"]),
+                helper.make_node("Mul", ["onehot", "wt0c"], ["tl"]),
+                helper.make_node("Mul", ["onehot", "wt1c"], ["tp"]),
+                helper.make_node("Add", ["w_logit", "tl"], ["wl"]),
+                helper.make_node("Add", ["w_prob", "tp"], ["wpr"]),
+            ]
+        else:
+            gnodes += [helper.make_node("Identity", ["w_logit"], ["wl"]), helper.make_node("Identity", ["w_prob"], ["wpr"])]
+        gnodes += [
             helper.make_node("Softmax", ["logits"], ["p"], axis=-1),
-            helper.make_node("Mul", ["w_prob", "p"], ["wp"]),
+            helper.make_node("Mul", ["wpr", "p"], ["wp"]),
             helper.make_node("ReduceSum", ["wp", "axis_last"], ["swp"], keepdims=1),
-            helper.make_node("Sub", ["w_prob", "swp"], ["d"]),
+            helper.make_node("Sub", ["wpr", "swp"], ["d"]),
             helper.make_node("Mul", ["p", "d"], ["pd"]),
-            helper.make_node("Add", ["w_logit", "pd"], ["gz"]),
+            helper.make_node("Add", ["wl", "pd"], ["gz"]),
             helper.make_node("MatMul", ["gz", "W"], ["gp"]),  # (batch, dim)
             helper.make_node("Div", ["gp", "n"], ["gpn"]),
             helper.make_node("Unsqueeze", ["gpn", "axis1"], ["gp3"]),
             helper.make_node("Mul", ["gp3", "m3"], ["grad"]),
         ]
         ginputs = inputs + [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", len(LABELS)]) for n in ("w_logit", "w_prob")]
+        if top:
+            ginputs.append(helper.make_tensor_value_info("w_top", TensorProto.FLOAT, ["batch", 2]))
         g = helper.make_graph(gnodes, "grad", ginputs, [
             helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", len(LABELS)]),
             helper.make_tensor_value_info("grad", TensorProto.FLOAT, ["batch", "seq", dim])], inits)
@@ -87,7 +112,7 @@ def build(directory: Path, dim: int = 4, seed: int = 0, gradient: bool = True, m
         max_length=max_length, embedding_dim=dim, feature_dim=dim, vocab_size=len(VOCAB), uses_token_type_ids=False,
         opset=18, tokenizer_file="tokenizer.json", embeddings_file="embeddings.npy", head_file="head.npz",
         weights_file="weights.bin", forward=GraphSpec("forward.onnx", io, {"logits": "logits", "features": "features"}),
-        gradient=GraphSpec("gradient.onnx", {**io, "w_logit": "w_logit", "w_prob": "w_prob"},
+        gradient=GraphSpec("gradient.onnx", {**io, "w_logit": "w_logit", "w_prob": "w_prob", **({"w_top": "w_top"} if top else {})},
                            {"logits": "logits", "grad": "grad"}) if gradient else None,
     ).save(directory)
     return {"E": emb, "W": W, "c": c, "vocab": VOCAB, "labels": LABELS}

@@ -56,7 +56,7 @@ def test_every_architecture_matches_torch(exported):
     arch, src, bundle, manifest = exported
     assert manifest.model_type == arch
     errs = manifest.validation["max_relative_error"]
-    assert set(errs) == {"logits", "features", "grad_logit", "grad_prob"} and max(errs.values()) <= 1e-4
+    assert set(errs) == {"logits", "features", "grad_logit", "grad_prob", "grad_top"} and max(errs.values()) <= 1e-4
     assert len(manifest.validation["shapes"]) >= 3
     model = Model(bundle)
     ref_logits, ref_sal = torch_reference(src, TEXTS, manifest.max_length)

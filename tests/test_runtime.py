@@ -174,6 +174,28 @@ def test_adaptive_ig_stops_at_once_where_the_integrand_is_constant(model):
         np.testing.assert_allclose(a.scores, exact.scores, rtol=1e-5, atol=1e-6)
 
 
+def test_gradient_methods_skip_the_forward_pass_with_the_same_results(model, handmade_without_top, monkeypatch):
+    """Saliency and grad x input take the logits from the gradient run; where the bundle's gradient graph can pick
+    the arg-max class itself (w_top) even the predicted class needs no forward pass. Old bundles give the same."""
+    old = Model(handmade_without_top)
+    assert model.gradient_picks_top and not old.gradient_picks_top
+    expected = {(cls, str(t), o): cls(old, output=o).explain(TEXTS, target=t)
+                for cls in (Saliency, GradientXInput) for t in (None, 2, "all") for o in ("prob", "logit")}
+    fresh = Model(model.path)
+
+    def no_forward(*a, **k):
+        raise AssertionError("the forward graph ran")
+
+    monkeypatch.setattr(fresh._forward, "run", no_forward)
+    for (cls, t, o), want in expected.items():
+        got = cls(fresh, output=o).explain(TEXTS, target=None if t == "None" else int(t) if t.isdigit() else t)
+        assert [(a.target.index, a.prediction.index) for a in got] == [(a.target.index, a.prediction.index) for a in want]
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5, atol=1e-7)
+            assert abs(a.output_value - b.output_value) < 1e-6
+            assert a.probabilities == pytest.approx(b.probabilities, abs=1e-6)
+
+
 # ---- the contract every method keeps ---------------------------------------------------------------------------
 @pytest.fixture(scope="module", params=sorted(METHODS))
 def explainer(request, model):

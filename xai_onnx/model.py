@@ -20,12 +20,15 @@ from .tokenization import Encoded, TextEncoder
 
 @dataclass
 class RowGroup:
-    """Rows of equal length that share token type ids: embeds (n, seq, dim); weights (n, labels) or None."""
+    """Rows of equal length that share token type ids: embeds (n, seq, dim); weights (n, labels) or None;
+    w_top (n, 2) or None: weights of the arg-max class's (logit, probability), for bundles whose gradient graph
+    takes them (:attr:`Model.gradient_picks_top`)."""
 
     embeds: np.ndarray
     type_ids: np.ndarray
     w_logit: np.ndarray | None = None
     w_prob: np.ndarray | None = None
+    w_top: np.ndarray | None = None
 
 
 def _runs(chunk: Sequence[tuple[int, int]]) -> Iterator[tuple[int, int, int]]:
@@ -103,6 +106,12 @@ class Model:
     def has_gradient(self) -> bool:
         return self.manifest.gradient is not None and (self.path / self.manifest.gradient.file).is_file()
 
+    @property
+    def gradient_picks_top(self) -> bool:
+        """Whether the gradient graph can differentiate the arg-max class itself (input ``w_top``), so that explaining
+        the predicted class needs no forward pass first. Bundles exported before it existed lack it."""
+        return self.manifest.gradient is not None and "w_top" in self.manifest.gradient.inputs
+
     def special_id(self, role: str) -> int:
         tok = self.manifest.special_tokens.get(role)
         if tok is None:
@@ -173,6 +182,7 @@ class Model:
             types = np.zeros((b, seq), dtype=np.int64)
             w_logit = np.zeros((b, n_labels), dtype=np.float32)
             w_prob = np.zeros((b, n_labels), dtype=np.float32)
+            w_top = np.zeros((b, 2), dtype=np.float32)
             runs = list(_runs(chunk))  # copy contiguous rows of one group at once
             for g, r, end in runs:
                 i0, i1 = chunk[r][1], chunk[end - 1][1] + 1
@@ -186,12 +196,19 @@ class Model:
                         w_logit[r:end] = grp.w_logit[i0:i1]
                     if grp.w_prob is not None:
                         w_prob[r:end] = grp.w_prob[i0:i1]
+                    if grp.w_top is not None:
+                        if "w_top" not in spec.inputs:
+                            raise GradientUnavailableError("this bundle's gradient graph cannot pick the arg-max class "
+                                                           "(no w_top input): re-export it")
+                        w_top[r:end] = grp.w_top[i0:i1]
             feeds: dict[str, Any] = {spec.inputs["inputs_embeds"]: embeds, spec.inputs["attention_mask"]: mask}
             if "token_type_ids" in spec.inputs:
                 feeds[spec.inputs["token_type_ids"]] = types
             if gradient:
                 feeds[spec.inputs["w_logit"]] = w_logit
                 feeds[spec.inputs["w_prob"]] = w_prob
+                if "w_top" in spec.inputs:
+                    feeds[spec.inputs["w_top"]] = w_top
             out = session.run([spec.outputs[k] for k in outputs], feeds)
             for g, r, end in runs:
                 n = groups[g].embeds.shape[1]

@@ -1,11 +1,13 @@
-"""Gradient saliency and gradient x input, one gradient pass per text and target."""
+"""Gradient saliency and gradient x input: one gradient pass per text and target, and no forward pass."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ..model import Model, RowGroup
-from .base import Computed, Explainer, Item
+from ..results import Attribution
+from ..tokenization import Encoded
+from .base import Computed, Explainer, Item, TargetSpec
 
 
 class _GradientMethod(Explainer):
@@ -14,11 +16,52 @@ class _GradientMethod(Explainer):
     def __init__(self, model: Model, *, baseline: str = "pad", output: str = "prob", batch_size: int | None = None):
         super().__init__(model, baseline=baseline, output=output, batch_size=batch_size)
 
+    def score(self, item: Item, grad: np.ndarray) -> np.ndarray:
+        """Per-token scores from dF/dx of shape (seq, dim), float64."""
+        raise NotImplementedError
+
     def gradients(self, items: list[Item]) -> list[np.ndarray]:
         """dF/dx per item: ndarray of shape (seq, dim)."""
         n_labels = len(self.model.labels)
         groups = [RowGroup(it.x[None], it.encoded.type_ids, *it.weights(n_labels, self.output, 1)) for it in items]
         return [out["grad"][0].astype(np.float64) for out in self.run(groups, gradient=True)]
+
+    def compute(self, items: list[Item]) -> list[Computed]:
+        return [Computed(self.score(it, g)) for it, g in zip(items, self.gradients(items))]
+
+    def _explain_chunk(self, encoded: list[Encoded], target: TargetSpec) -> list[Attribution]:
+        """The gradient graph also returns the logits, so the forward pass the base class runs to learn the
+        prediction is skipped: explicit targets (an index, a name, "all") are differentiated directly, and the
+        predicted class through the graph's arg-max weights (``w_top``) where the bundle has them."""
+        if target is None and not self.model.gradient_picks_top:
+            return super()._explain_chunk(encoded, target)
+        n_labels = len(self.model.labels)
+        column = 0 if self.output == "logit" else 1
+        xs = [self.model.embed(e.ids) for e in encoded]
+        wanted: list[list[int] | None] = []
+        groups = []
+        for e, x in zip(encoded, xs):
+            if target is None:
+                w_top = np.zeros((1, 2), dtype=np.float32)
+                w_top[0, column] = 1.0
+                groups.append(RowGroup(x[None], e.type_ids, w_top=w_top))
+                wanted.append(None)
+                continue
+            ts = self._targets(target, -1)
+            w = np.zeros((len(ts), n_labels), dtype=np.float32)
+            w[np.arange(len(ts)), ts] = 1.0
+            rows = np.repeat(x[None], len(ts), axis=0)
+            groups.append(RowGroup(rows, e.type_ids, *((w, None) if self.output == "logit" else (None, w))))
+            wanted.append(ts)
+        items, scores = [], []
+        for e, x, chosen, out in zip(encoded, xs, wanted, self.run(groups, gradient=True)):
+            logits = out["logits"][0]
+            baseline = self.baseline_embeds(e, x)
+            for k, t in enumerate(chosen if chosen is not None else [int(np.argmax(logits))]):
+                item = Item(e, x, baseline, t, logits, float(self.objective(logits, t)))
+                items.append(item)
+                scores.append(self.score(item, out["grad"][k].astype(np.float64)))
+        return [self._result(item, Computed(s)) for item, s in zip(items, scores)]
 
 
 class Saliency(_GradientMethod):
@@ -26,8 +69,8 @@ class Saliency(_GradientMethod):
 
     name = "saliency"
 
-    def compute(self, items: list[Item]) -> list[Computed]:
-        return [Computed(np.linalg.norm(g, axis=-1)) for g in self.gradients(items)]
+    def score(self, item: Item, grad: np.ndarray) -> np.ndarray:
+        return np.linalg.norm(grad, axis=-1)
 
 
 class GradientXInput(_GradientMethod):
@@ -35,5 +78,5 @@ class GradientXInput(_GradientMethod):
 
     name = "grad_x_input"
 
-    def compute(self, items: list[Item]) -> list[Computed]:
-        return [Computed((it.x.astype(np.float64) * g).sum(-1)) for it, g in zip(items, self.gradients(items))]
+    def score(self, item: Item, grad: np.ndarray) -> np.ndarray:
+        return (item.x.astype(np.float64) * grad).sum(-1)
