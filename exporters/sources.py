@@ -78,7 +78,7 @@ class _Classifier(torch.nn.Module):
         captured: list[torch.Tensor] = []
         hook = self.head.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
         try:
-            kwargs = {"inputs_embeds": inputs_embeds, "attention_mask": attention_mask}
+            kwargs: dict[str, torch.Tensor | None] = {"inputs_embeds": inputs_embeds, "attention_mask": attention_mask}
             if self.takes_token_type_ids:
                 kwargs["token_type_ids"] = token_type_ids
             logits = self.model(**kwargs).logits
@@ -103,7 +103,7 @@ class _SentenceEncoderClassifier(torch.nn.Module):
         self.takes_token_type_ids = token_type_ids
 
     def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None):
-        kwargs = {"inputs_embeds": inputs_embeds, "attention_mask": attention_mask}
+        kwargs: dict[str, torch.Tensor | None] = {"inputs_embeds": inputs_embeds, "attention_mask": attention_mask}
         if self.takes_token_type_ids:
             kwargs["token_type_ids"] = token_type_ids
         hidden = self.encoder(**kwargs).last_hidden_state  # (batch, seq, hidden)
@@ -264,7 +264,8 @@ def _prepare_sentence_encoder(source: Path, head_path: Path, max_length: int | N
     pooling, normalize, encoder_dir, st_max = "mean", False, source, None
     if _is_sentence_transformer(source):
         modules = _read_json(source / "modules.json")
-        for mod in modules if isinstance(modules, list) else []:
+        entries: list[dict[str, Any]] = modules if isinstance(modules, list) else []
+        for mod in entries:
             kind = str(mod.get("type", "")).rsplit(".", 1)[-1]
             path = source / str(mod.get("path", ""))
             if kind == "Transformer":

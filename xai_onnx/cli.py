@@ -270,8 +270,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, metadata.EntryPoi
     p.add_argument("--target", default=None, help="label name or index, or 'all' (default: the predicted class)")
     p.add_argument("--steps", type=int, default=None, help="IG steps (default 50)")
     p.add_argument("--integration", choices=INTEGRATIONS, default=None, help="IG integration rule")
-    p.add_argument("--adaptive", action="store_true", help="IG: raise the steps until the delta is under --tolerance")
-    p.add_argument("--tolerance", type=float, default=None, help="IG adaptive: relative convergence delta (0.01)")
+    p.add_argument("--adaptive", action="store_true", help="IG: place the steps per text (adaptive Simpson) until the local "
+                   "deltas sum under --tolerance")
+    p.add_argument("--tolerance", type=float, default=None, help="IG adaptive: bound on the sum of |local deltas|, "
+                   "relative to |F(x) - F(baseline)| (0.01)")
     p.add_argument("--baseline", default=None, help="pad (default), mask, unk, zero, or a baseline text")
     p.add_argument("--output", choices=("prob", "logit"), default=None)
     p.add_argument("--window", type=int, default=None, help="occlusion window in tokens (1)")
