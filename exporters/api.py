@@ -20,7 +20,7 @@ from .trace import FORWARD_INPUTS, GRADIENT_WEIGHTS, _pick_example_sizes, exampl
 from .validate import validate
 
 SUPPORTED_OPSETS = range(18, 24)
-FILES = {"forward": "forward.onnx", "gradient": "gradient.onnx", "weights": "weights.bin",
+FILES = {"forward": "forward.onnx", "gradient": "gradient.onnx", "gradient_int8": "gradient.int8.onnx", "weights": "weights.bin",
          "embeddings": "embeddings.npy", "head": "head.npz", "tokenizer": "tokenizer.json"}
 
 
@@ -53,12 +53,15 @@ def _check_output(out_dir: Path, overwrite: bool) -> Path:
 
 def export_bundle(source: str | Path, out_dir: str | Path, *, head: str | Path | None = None,
                   max_length: int | None = None, opset: int = 18, gradient: bool = True,
-                  overwrite: bool = False, validate_export: bool = True) -> Manifest:
+                  overwrite: bool = False, validate_export: bool = True, int8: bool = False) -> Manifest:
     """Export ``source`` (a HF classifier directory, or a sentence-transformers encoder with ``head``) to ``out_dir``.
 
     The bundle is built in a temporary directory next to ``out_dir`` and moved into place only after validation
-    passed, so a failed export leaves nothing behind. Returns the bundle's manifest.
+    passed, so a failed export leaves nothing behind. Returns the bundle's manifest. ``int8`` adds an int8 copy
+    of the gradient graph (``Model(bundle, precision="int8")``), its fidelity against float32 in the manifest.
     """
+    if int8 and not gradient:
+        raise ExportInputError("--int8 quantises the gradient graph: it cannot be combined with --no-gradient")
     if opset not in SUPPORTED_OPSETS:
         raise ExportInputError(f"--opset {opset} is not supported: use {SUPPORTED_OPSETS.start} to {SUPPORTED_OPSETS.stop - 1}")
     out = _check_output(Path(out_dir), overwrite)
@@ -96,6 +99,12 @@ def export_bundle(source: str | Path, out_dir: str | Path, *, head: str | Path |
         if validate_export:
             report = validate(tmp / FILES["forward"], tmp / FILES["gradient"] if gradient else None, (fwd_fn, grad_fn),
                               prep.embeddings, n_labels, prep.uses_token_type_ids, prep.max_length, (batch, seq))
+        if int8:
+            from .quantize import int8_fidelity, quantize_gradient
+
+            quantize_gradient(tmp, FILES["gradient"], FILES["gradient_int8"])
+            report["int8"] = int8_fidelity(tmp, FILES["gradient"], FILES["gradient_int8"], prep.embeddings, n_labels,
+                                           prep.uses_token_type_ids, prep.max_length)
         report["export_seconds"] = round(export_seconds, 2)
         report["weights_bytes"] = sizes
         io_names = {n: n for n in in_names}
@@ -119,6 +128,8 @@ def export_bundle(source: str | Path, out_dir: str | Path, *, head: str | Path |
             forward=GraphSpec(FILES["forward"], io_names, {"logits": "logits", "features": "features"}),
             gradient=GraphSpec(FILES["gradient"], {**io_names, **{w: w for w in GRADIENT_WEIGHTS}},
                                {"logits": "logits", "grad": "grad"}) if gradient else None,
+            gradient_int8=GraphSpec(FILES["gradient_int8"], {**io_names, **{w: w for w in GRADIENT_WEIGHTS}},
+                                    {"logits": "logits", "grad": "grad"}) if int8 else None,
             tool_versions=_versions(),
             validation=report,
         )

@@ -36,6 +36,8 @@ def main(argv: Sequence[str]) -> int:
     p.add_argument("--max-length", type=int, default=None, help="token limit (default: the model's)")
     p.add_argument("--opset", type=int, default=18)
     p.add_argument("--no-gradient", action="store_true", help="forward graph only (gradient methods unavailable)")
+    p.add_argument("--int8", action="store_true", help="also write an int8 gradient graph (faster, less faithful; "
+                   "use it with --precision int8)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
     p.add_argument("--no-validate", action="store_true", help="skip the check against torch autograd")
     args = p.parse_args(list(argv))
@@ -53,7 +55,8 @@ def main(argv: Sequence[str]) -> int:
         p.error("give SOURCE and OUT_DIR, or --default")
     try:
         m = export_bundle(args.source, args.out_dir, head=args.head, max_length=args.max_length, opset=args.opset,
-                          gradient=not args.no_gradient, overwrite=args.overwrite, validate_export=not args.no_validate)
+                          gradient=not args.no_gradient, overwrite=args.overwrite, validate_export=not args.no_validate,
+                          int8=args.int8)
     except ExportInputError as exc:
         print(f"xai-onnx export: error: {exc}", file=sys.stderr)
         return 2
@@ -64,6 +67,9 @@ def main(argv: Sequence[str]) -> int:
         print(f"xai-onnx export: error: {exc}", file=sys.stderr)
         return 1
     errors = m.validation.get("max_relative_error", {})
-    print(json.dumps({"bundle": str(args.out_dir), "architecture": m.architecture, "labels": list(m.labels),
-                      "max_length": m.max_length, "gradient": m.gradient is not None, "max_relative_error": errors}))
+    summary = {"bundle": str(args.out_dir), "architecture": m.architecture, "labels": list(m.labels),
+               "max_length": m.max_length, "gradient": m.gradient is not None, "max_relative_error": errors}
+    if "int8" in m.validation:
+        summary["int8"] = {k: v for k, v in m.validation["int8"].items() if k != "reference"}
+    print(json.dumps(summary))
     return 0

@@ -2,10 +2,12 @@
 
     python scripts/benchmark.py BUNDLE HF_MODEL_DIR [--data FILE] [--n 100] [--threads 2] [--out FILE.json]
 
-For each method (ig, ig_adaptive, saliency, occlusion) one child process runs ours and Captum alternately on the same
+For each method (ig, ig_adaptive, saliency, occlusion; and ig_int8, ig_adaptive_int8, saliency_int8 with the int8
+gradient graph of a bundle exported with --int8) one child process runs ours and Captum alternately on the same
 sentences, twice over (the medians of the repeats are kept): latency is a loop over the sentences one at a time
 (batch 1, what a service sees), throughput one call over all of them. Attributions are compared with Captum's
-(max |ours - captum| / max |captum| per sentence, the worst kept). Peak memory (max RSS) comes from two more
+(max |ours - captum| / max |captum| per sentence, worst and mean; Spearman rank correlation of the non-special
+tokens' scores, mean and min). Peak memory (max RSS) comes from two more
 children per method, one running only ours and one only Captum. Cold start is `import` plus loading, in a fresh
 process each. A benchmark, not a test: CI only checks that it runs on a tiny model.
 """
@@ -22,10 +24,13 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 METHODS = ("ig", "ig_adaptive", "saliency", "occlusion")
+# run when the bundle has an int8 gradient graph (export --int8): the same methods, precision="int8"
+INT8_METHODS = ("ig_int8", "ig_adaptive_int8", "saliency_int8")
 
 
 def read_sentences(path: str | None, n: int) -> list[str]:
@@ -43,17 +48,24 @@ class Ours:
     def __init__(self, bundle: str, threads: int):
         from xai_onnx import Model
 
+        self.bundle, self.threads = bundle, threads
         self.model = Model(bundle, threads=threads)
+        self.int8_model: Any = None
         self.steps: list[int] = []  # IG steps per text of the last run
 
     def explainer(self, method: str):
-        from xai_onnx import IntegratedGradients, Occlusion, Saliency
+        from xai_onnx import IntegratedGradients, Model, Occlusion, Saliency
 
+        model = self.model
+        if method.endswith("_int8"):
+            if self.int8_model is None:
+                self.int8_model = Model(self.bundle, threads=self.threads, precision="int8")
+            model, method = self.int8_model, method[:-len("_int8")]
         if method == "ig":
-            return IntegratedGradients(self.model, n_steps=50)
+            return IntegratedGradients(model, n_steps=50)
         if method == "ig_adaptive":
-            return IntegratedGradients(self.model, adaptive=True, tolerance=0.01)
-        return Saliency(self.model) if method == "saliency" else Occlusion(self.model, window=1)
+            return IntegratedGradients(model, adaptive=True, tolerance=0.01)
+        return Saliency(model) if method == "saliency" else Occlusion(model, window=1)
 
     def run(self, method: str, texts: list[str]) -> tuple[list[np.ndarray], list[float | None], list[int]]:
         res = self.explainer(method).explain(texts)
@@ -99,13 +111,13 @@ class Reference:
                 return torch.softmax(hf(inputs_embeds=embeds, **dict(zip(keys, args))).logits, -1)
 
             args = tuple(extra.values())
-            if method in ("ig", "ig_adaptive"):
+            if method.startswith("ig"):
                 attr, delta = LayerIntegratedGradients(prob_ids, emb).attribute(
                     ids, baselines=base, additional_forward_args=args, target=target, n_steps=50,
                     method="gausslegendre", return_convergence_delta=True)
                 scores.append(attr.sum(-1)[0].detach().numpy())
                 deltas.append(float(delta))
-            elif method == "saliency":
+            elif method.startswith("saliency"):
                 e = emb(ids).detach()
                 g = Saliency(prob_emb).attribute(e, target=target, abs=False, additional_forward_args=args)
                 scores.append(g[0].norm(dim=-1).numpy())
@@ -119,6 +131,13 @@ class Reference:
                 scores.append(a[0, :, 0].numpy())
                 deltas.append(None)
         return scores, deltas
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra, rb = np.empty(len(a)), np.empty(len(b))
+    ra[np.argsort(a, kind="stable")] = np.arange(len(a))
+    rb[np.argsort(b, kind="stable")] = np.arange(len(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 # ---- children -----------------------------------------------------------------------------------------------------------
@@ -157,14 +176,17 @@ def child_time(args: argparse.Namespace) -> dict:
     out["throughput_ratio"] = out["ours_throughput_s"] / out["captum_throughput_s"]
     diffs = [float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12)) for a, b in zip(o_scores, r_scores)]
     out["max_rel_diff_vs_captum"] = max(diffs)
-    if method == "ig_adaptive":
+    out["mean_rel_diff_vs_captum"] = float(np.mean(diffs))
+    corr = [spearman(a[1:-1], b[1:-1]) for a, b in zip(o_scores, r_scores) if len(a) > 4]  # special tokens left out
+    out["rank_correlation_vs_captum_mean"] = float(np.mean(corr))
+    out["rank_correlation_vs_captum_min"] = float(np.min(corr))
+    if method.startswith("ig_adaptive"):
         # |delta| / |F(x) - F(b)|, where F(x) - F(b) = sum(scores) - delta; Captum's at its 50 steps alongside
         def rel(scores: list[np.ndarray], deltas: list[float | None]) -> list[float]:
             return [abs(d) / max(abs(float(np.sum(s)) - d), 1e-12) for s, d in zip(scores, deltas) if d is not None]
 
         out["max_relative_delta"] = max(rel(o_scores, o_deltas))
         out["captum_max_relative_delta"] = max(rel(r_scores, r_deltas))
-        out["mean_rel_diff_vs_captum"] = float(np.mean(diffs))
         out["mean_steps"] = float(np.mean(ours.steps))
         out["max_steps"] = int(max(ours.steps))
     return out
@@ -242,7 +264,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--methods", default=None, help=f"comma-separated, of {', '.join(METHODS + INT8_METHODS)} (default: "
+                    "the first four, and the int8 ones where the bundle has an int8 gradient graph)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--child", choices=("time", "memory"), default=None)
     ap.add_argument("--method", default=None)
@@ -254,6 +277,9 @@ def main() -> None:
     if args.child == "memory":
         print(json.dumps(child_memory(args)))
         return
+    if args.methods is None:
+        manifest = json.loads((Path(args.bundle) / "manifest.json").read_text())
+        args.methods = ",".join(METHODS + (INT8_METHODS if manifest.get("gradient_int8") else ()))
     rows = []
     for method in args.methods.split(","):
         row = spawn(args, "--child", "time", "--method", method)
@@ -271,17 +297,17 @@ def main() -> None:
         "installed_mb": {"runtime (numpy, onnxruntime, tokenizers + deps)": dist_size_mb(["numpy", "onnxruntime", "tokenizers"]),
                          "torch + captum + transformers (+ deps)": dist_size_mb(["torch", "captum", "transformers"])},
     }
-    head = (f"{'method':<13}{'latency ours/captum':>22}{'ratio':>7}{'throughput ours/captum':>26}{'ratio':>7}"
-            f"{'accuracy':>10}{'RSS MB ours/captum':>22}")
+    head = (f"{'method':<18}{'latency ours/captum':>22}{'ratio':>7}{'throughput ours/captum':>26}{'ratio':>7}"
+            f"{'max diff':>10}{'rank corr':>10}{'RSS MB ours/captum':>22}")
     print(head)
     for r in rows:
-        acc = r.get("max_relative_delta", r.get("max_rel_diff_vs_captum"))
-        print(f"{r['method']:<13}{r['ours_latency_s']:>10.4f} /{r['captum_latency_s']:>9.4f}{r['latency_ratio']:>8.2f}"
+        print(f"{r['method']:<18}{r['ours_latency_s']:>10.4f} /{r['captum_latency_s']:>9.4f}{r['latency_ratio']:>8.2f}"
               f"{r['ours_throughput_s']:>13.3f} /{r['captum_throughput_s']:>9.3f}{r['throughput_ratio']:>8.2f}"
-              f"{acc:>10.1e}{r['ours_max_rss_mb']:>12.0f} /{r['captum_max_rss_mb']:>6.0f}")
+              f"{r['max_rel_diff_vs_captum']:>10.1e}{r['rank_correlation_vs_captum_mean']:>10.3f}"
+              f"{r['ours_max_rss_mb']:>12.0f} /{r['captum_max_rss_mb']:>6.0f}")
     for r in rows:
-        if r["method"] == "ig_adaptive":
-            print(f"ig_adaptive: {r['mean_steps']:.1f} steps per text (max {r['max_steps']}), worst |delta| "
+        if r["method"].startswith("ig_adaptive"):
+            print(f"{r['method']}: {r['mean_steps']:.1f} steps per text (max {r['max_steps']}), worst |delta| "
                   f"{100 * r['max_relative_delta']:.2f} % of |F(x)-F(b)| (Captum at 50 steps "
                   f"{100 * r['captum_max_relative_delta']:.2f} %); scores vs Captum's 50 steps: mean "
                   f"{r['mean_rel_diff_vs_captum']:.1e}, worst {r['max_rel_diff_vs_captum']:.1e} of max |score|")

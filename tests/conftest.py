@@ -49,13 +49,13 @@ def handmade_forward_only(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def sst2_bundle(tmp_path_factory):
-    """minilm-sst2 exported once per session (about a minute on 2 cores)."""
+    """minilm-sst2 exported once per session (about a minute on 2 cores), with the opt-in int8 gradient graph."""
     need_shared()
     pytest.importorskip("torch")
     from xai_onnx_exporters import export_bundle
 
     out = tmp_path_factory.mktemp("sst2") / "bundle"
-    export_bundle(SST2_MODEL, out)
+    export_bundle(SST2_MODEL, out, int8=True)
     return out
 
 

@@ -56,6 +56,7 @@ class Manifest:
     weights_file: str
     forward: GraphSpec
     gradient: GraphSpec | None
+    gradient_int8: GraphSpec | None = None  # optional int8 copy of the gradient graph (export --int8)
     tool_versions: dict[str, str] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
 
@@ -96,6 +97,7 @@ class Manifest:
                 weights_file=str(d["weights_file"]),
                 forward=GraphSpec(**d["forward"]),
                 gradient=GraphSpec(**gradient) if gradient else None,
+                gradient_int8=GraphSpec(**d["gradient_int8"]) if d.get("gradient_int8") else None,
                 tool_versions=dict(d.get("tool_versions", {})),
                 validation=dict(d.get("validation", {})),
             )

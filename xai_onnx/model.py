@@ -55,6 +55,9 @@ def target_output(logits: np.ndarray, target: int, output: str) -> np.ndarray:
     return softmax(logits.astype(np.float64))[..., target]
 
 
+PRECISIONS = ("float32", "int8")
+
+
 class Model:
     """An explainer bundle loaded into onnxruntime.
 
@@ -66,12 +69,17 @@ class Model:
         default. CUDA runs without TF32 unless ``("CUDAExecutionProvider", {"use_tf32": "1"})`` is given.
     threads : intra-op threads per session (onnxruntime's default when None).
     batch_size : rows per onnxruntime call; rows are grouped by length so padding wastes little.
+    precision : ``"float32"`` (default) or ``"int8"``: the gradient graph's int8 copy (bundles exported with
+        ``--int8``), faster on CPUs with VNNI and less faithful; the manifest's ``validation.int8`` and the README
+        state by how much. Forward-only methods always use the float32 forward graph.
     """
 
     def __init__(self, bundle: str | Path, *, providers: Sequence[Provider] | None = None, threads: int | None = None,
-                 batch_size: int = 64):
+                 batch_size: int = 64, precision: str = "float32"):
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        if precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         from .paths import DEFAULT_BUNDLE_NAME, resolve_bundle
 
         self.path = resolve_bundle(bundle)
@@ -83,6 +91,10 @@ class Model:
         for name in (m.tokenizer_file, m.embeddings_file, m.forward.file, m.weights_file):
             if not (self.path / name).is_file():
                 raise BundleError(f"{self.path / name} is missing: the bundle is incomplete, re-export it")
+        if precision == "int8" and m.gradient_int8 is None:
+            raise BundleError(f"bundle {self.path} has no int8 gradient graph: re-export it with "
+                              f"`xai-onnx export SOURCE {self.path} --int8`")
+        self.precision = precision
         self.providers = resolve_providers(providers)
         self.threads = threads
         self.batch_size = batch_size
@@ -104,13 +116,20 @@ class Model:
 
     @property
     def has_gradient(self) -> bool:
-        return self.manifest.gradient is not None and (self.path / self.manifest.gradient.file).is_file()
+        spec = self.gradient_spec
+        return spec is not None and (self.path / spec.file).is_file()
+
+    @property
+    def gradient_spec(self) -> GraphSpec | None:
+        """The gradient graph this model runs (the int8 copy with ``precision="int8"``)."""
+        return self.manifest.gradient_int8 if self.precision == "int8" else self.manifest.gradient
 
     @property
     def gradient_picks_top(self) -> bool:
         """Whether the gradient graph can differentiate the arg-max class itself (input ``w_top``), so that explaining
         the predicted class needs no forward pass first. Bundles exported before it existed lack it."""
-        return self.manifest.gradient is not None and "w_top" in self.manifest.gradient.inputs
+        spec = self.gradient_spec
+        return spec is not None and "w_top" in spec.inputs
 
     def special_id(self, role: str) -> int:
         tok = self.manifest.special_tokens.get(role)
@@ -144,7 +163,7 @@ class Model:
 
     # ---- running graphs ----------------------------------------------------------------------------------------
     def _gradient_session(self) -> tuple[ort.InferenceSession, GraphSpec]:
-        spec = self.manifest.gradient
+        spec = self.gradient_spec
         if spec is None or not (self.path / spec.file).is_file():
             raise GradientUnavailableError(
                 f"bundle {self.path} has no gradient graph: re-export it with `xai-onnx export SOURCE {self.path}` "
@@ -247,4 +266,4 @@ class Model:
 
     def __repr__(self) -> str:
         return (f"Model({os.fspath(self.path)!r}, architecture={self.manifest.architecture!r}, labels={list(self.labels)}, "
-                f"gradient={self.has_gradient}, providers={self.providers})")
+                f"gradient={self.has_gradient}, precision={self.precision!r}, providers={self.providers})")

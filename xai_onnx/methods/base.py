@@ -83,7 +83,10 @@ class Explainer(ABC):
 
     # ---- settings ----------------------------------------------------------------------------------------------
     def settings(self) -> dict[str, Any]:
-        return {"baseline": self.baseline, "output": self.output}
+        s: dict[str, Any] = {"baseline": self.baseline, "output": self.output}
+        if self.needs_gradient and self.model.precision != "float32":
+            s["precision"] = self.model.precision
+        return s
 
     # ---- building blocks ---------------------------------------------------------------------------------------
     def objective(self, logits: np.ndarray, target: int) -> np.ndarray:
