@@ -143,6 +143,13 @@ def test_int8_gradient_graph_is_opt_in_and_runs(tmp_path):
         for a, b in zip(f32, i8):
             assert b.settings["precision"] == "int8" and "precision" not in a.settings
             assert a.tokens == b.tokens and np.isfinite(b.scores).all()
+    # an int8 call holds one text: its dynamic quantisation scales must not depend on the other texts
+    together = Saliency(int8_model).explain(TEXTS)
+    alone = [Saliency(int8_model).explain([t])[0] for t in TEXTS]
+    for a, b in zip(together, alone):
+        np.testing.assert_array_equal(a.scores, b.scores)
+    with pytest.raises(InputError, match="float32"):
+        IntegratedGradients(int8_model, adaptive=True)
     plain = export_bundle(src, tmp_path / "plain")
     assert plain.gradient_int8 is None
     with pytest.raises(BundleError, match="--int8"):

@@ -192,8 +192,14 @@ class Model:
         parts: list[dict[str, list[np.ndarray]]] = [{k: [] for k in outputs} for _ in groups]
         dim = self.manifest.embedding_dim
         n_labels = len(self.labels)
-        for start in range(0, len(rows), bs):
-            chunk = rows[start:start + bs]
+        if gradient and self.precision == "int8":
+            # dynamic quantisation scales each activation tensor by its largest value over the whole call: rows of
+            # other texts (and their padding) would change a text's result, so an int8 call holds one group only
+            chunks = [[(g, i) for i in range(s, min(s + bs, groups[g].embeds.shape[0]))]
+                      for g in order for s in range(0, groups[g].embeds.shape[0], bs)]
+        else:
+            chunks = [rows[start:start + bs] for start in range(0, len(rows), bs)]
+        for chunk in chunks:
             seq = max(groups[g].embeds.shape[1] for g, _ in chunk)
             b = len(chunk)
             embeds = np.zeros((b, seq, dim), dtype=np.float32)  # (batch, seq, dim), right-padded

@@ -43,6 +43,10 @@ class IntegratedGradients(Explainer):
         approximation_parameters(method, n_steps)  # validates n_steps
         if adaptive and not (tolerance > 0):
             raise InputError(f"tolerance must be > 0, got {tolerance}")
+        if adaptive and model.precision != "float32":
+            raise InputError("adaptive IG needs the float32 gradient graph: its completeness checks compare the "
+                             "integrated gradient with F(b) - F(a), and the int8 graph's F is too coarse for that "
+                             "(on minilm-sst2 it never converged)")
         if adaptive and max_steps < INITIAL_NODES:
             raise InputError(f"max_steps must be >= {INITIAL_NODES} (the first round's evaluations), got {max_steps}")
         self.n_steps = int(n_steps)
