@@ -41,17 +41,15 @@ def quantize_gradient(bundle_dir: Path, float_file: str, int8_file: str) -> None
         folded.unlink(missing_ok=True)
 
 
-def _ranks(a: np.ndarray) -> np.ndarray:
-    r = np.empty(a.shape[0])
-    r[np.argsort(a, kind="stable")] = np.arange(a.shape[0])
-    return r
-
-
 def int8_fidelity(bundle_dir: Path, float_file: str, int8_file: str, embeddings: np.ndarray, n_labels: int,
                   uses_tt: bool, max_length: int) -> dict[str, Any]:
     """Per-token gradient norms of the int8 graph against the float32 graph on random token sequences: Spearman
     rank correlation per row (mean and min) and the worst relative error of the gradients."""
     import onnxruntime as ort
+
+    from xai_onnx.evaluation import spearman
+
+    from .validate import _rel, random_feeds
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
@@ -59,17 +57,13 @@ def int8_fidelity(bundle_dir: Path, float_file: str, int8_file: str, embeddings:
     rng = np.random.default_rng(4321)
     corr, rel = [], 0.0
     for b, s in ((4, min(24, max_length)), (2, min(57, max_length))):
-        ids = rng.integers(0, embeddings.shape[0], size=(b, s))
-        feeds: dict[str, np.ndarray] = {"inputs_embeds": embeddings[ids].astype(np.float32),
-                                        "attention_mask": np.ones((b, s), dtype=np.int64)}
-        if uses_tt:
-            feeds["token_type_ids"] = np.zeros((b, s), dtype=np.int64)
+        feeds = random_feeds(rng, embeddings, b, s, uses_tt, pad_last_row=False)
         feeds["w_logit"] = np.zeros((b, n_labels), dtype=np.float32)
         feeds["w_prob"] = np.zeros((b, n_labels), dtype=np.float32)
         feeds["w_top"] = np.tile(np.array([[0.0, 1.0]], dtype=np.float32), (b, 1))
         g32, g8 = (sess.run(["grad"], feeds)[0] for sess in sessions)
-        rel = max(rel, float(np.abs(g8 - g32).max() / max(float(np.abs(g32).max()), 1e-30)))
+        rel = max(rel, _rel(g8, g32))
         n32, n8 = np.linalg.norm(g32, axis=-1), np.linalg.norm(g8, axis=-1)
-        corr += [float(np.corrcoef(_ranks(x), _ranks(y))[0, 1]) for x, y in zip(n32, n8) if s > 2]
+        corr += [spearman(x, y) for x, y in zip(n32, n8) if s > 2]
     return {"reference": "float32 gradient graph, random token sequences", "rank_correlation_mean": float(np.mean(corr)),
             "rank_correlation_min": float(np.min(corr)), "max_relative_error": rel}

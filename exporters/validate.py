@@ -27,6 +27,20 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max() / max(float(np.abs(b).max()), 1e-12))
 
 
+def random_feeds(rng: np.random.Generator, embeddings: np.ndarray, batch: int, seq: int, uses_tt: bool,
+                 pad_last_row: bool) -> dict[str, np.ndarray]:
+    """Forward-graph inputs for random token ids: embeddings, attention mask (the last row right-padded from the
+    middle when ``pad_last_row`` and seq > 2), token type ids where the model takes them."""
+    ids = rng.integers(0, embeddings.shape[0], size=(batch, seq))
+    mask = np.ones((batch, seq), dtype=np.int64)
+    if pad_last_row and seq > 2:
+        mask[-1, seq // 2:] = 0
+    feeds: dict[str, np.ndarray] = {"inputs_embeds": embeddings[ids].astype(np.float32), "attention_mask": mask}
+    if uses_tt:
+        feeds["token_type_ids"] = np.zeros((batch, seq), dtype=np.int64)
+    return feeds
+
+
 def validate(forward_path: Path, gradient_path: Path | None, functions: tuple[Any, Any], embeddings: np.ndarray,
              n_labels: int, uses_tt: bool, max_length: int, trace_shape: tuple[int, int],
              tolerance: float = TOLERANCE) -> dict[str, Any]:
@@ -42,14 +56,7 @@ def validate(forward_path: Path, gradient_path: Path | None, functions: tuple[An
     errors: dict[str, float] = {"logits": 0.0, "features": 0.0, "grad_logit": 0.0, "grad_prob": 0.0, "grad_top": 0.0}
     shapes = validation_shapes(max_length, trace_shape)
     for b, s in shapes:
-        ids = rng.integers(0, embeddings.shape[0], size=(b, s))
-        embeds = embeddings[ids].astype(np.float32)
-        mask = np.ones((b, s), dtype=np.int64)
-        if s > 2:
-            mask[-1, s // 2:] = 0  # right padding in the last row
-        feeds: dict[str, np.ndarray] = {"inputs_embeds": embeds, "attention_mask": mask}
-        if uses_tt:
-            feeds["token_type_ids"] = np.zeros((b, s), dtype=np.int64)
+        feeds = random_feeds(rng, embeddings, b, s, uses_tt, pad_last_row=True)
         t_in = [torch.from_numpy(v) for v in feeds.values()]
         ref_logits, ref_feats = (t.numpy() for t in forward_fn(*t_in))
         logits, feats = fwd.run(["logits", "features"], feeds)

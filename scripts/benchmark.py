@@ -134,13 +134,6 @@ class Reference:
         return scores, deltas
 
 
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra, rb = np.empty(len(a)), np.empty(len(b))
-    ra[np.argsort(a, kind="stable")] = np.arange(len(a))
-    rb[np.argsort(b, kind="stable")] = np.arange(len(b))
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
 # ---- children -----------------------------------------------------------------------------------------------------------
 def max_rss_mb() -> float:
     import resource
@@ -178,6 +171,8 @@ def child_time(args: argparse.Namespace) -> dict:
     diffs = [float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12)) for a, b in zip(o_scores, r_scores)]
     out["max_rel_diff_vs_captum"] = max(diffs)
     out["mean_rel_diff_vs_captum"] = float(np.mean(diffs))
+    from xai_onnx.evaluation import spearman
+
     corr = [spearman(a[1:-1], b[1:-1]) for a, b in zip(o_scores, r_scores) if len(a) > 4]  # special tokens left out
     out["rank_correlation_vs_captum_mean"] = float(np.mean(corr))
     out["rank_correlation_vs_captum_min"] = float(np.min(corr))

@@ -12,7 +12,7 @@ import pytest
 from handmade import VOCAB, reference_logits
 
 from xai_onnx import InputError, Model, Occlusion, Saliency
-from xai_onnx.evaluation import FaithfulnessEvaluator, kendall_tau
+from xai_onnx.evaluation import FaithfulnessEvaluator, kendall_tau, spearman
 
 TEXTS = ["the movie very dull a", "a very good fun movie", "not fun bad movie"]
 
@@ -25,6 +25,13 @@ def model(handmade):
 def softmax(z):
     e = np.exp(z - z.max())
     return e / e.sum()
+
+
+def test_spearman():
+    assert spearman(np.array([1, 2, 3]), np.array([10, 20, 30])) == pytest.approx(1.0)
+    assert spearman(np.array([1, 2, 3]), np.array([3, 2, 1])) == pytest.approx(-1.0)
+    # rho = 1 - 6 sum d^2 / (n (n^2 - 1)) with d = (0, 1, 1, 0)
+    assert spearman(np.array([1.0, 2, 3, 4]), np.array([0.1, 0.3, 0.2, 0.4])) == pytest.approx(0.8)
 
 
 def test_kendall_tau():

@@ -34,6 +34,16 @@ def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
     return float((da * db).sum() / math.sqrt(n_a * n_b))
 
 
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation of two score vectors (ordinal ranks, ties in input order)."""
+    ranks = []
+    for v in (np.asarray(a), np.asarray(b)):
+        r = np.empty(v.shape[0])
+        r[np.argsort(v, kind="stable")] = np.arange(v.shape[0])
+        ranks.append(r)
+    return float(np.corrcoef(ranks[0], ranks[1])[0, 1])
+
+
 @dataclass(frozen=True)
 class MethodScores:
     """Corpus means for one ranking (a method, or ``random``).
