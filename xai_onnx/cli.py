@@ -27,7 +27,7 @@ def _common(p: argparse.ArgumentParser, formats: tuple[str, ...] = ("json", "tex
 
 def _runtime_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--providers", nargs="+", default=None, help="onnxruntime execution providers (default: CPU)")
-    p.add_argument("--precision", choices=("float32", "int8"), default=None,
+    p.add_argument("--precision", choices=("float32", "int8"), default="float32",
                    help="gradient graph: float32 (default) or the int8 copy of a bundle exported with --int8")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads")
     p.add_argument("--batch-size", type=int, default=64, help="rows per onnxruntime call")
@@ -41,7 +41,7 @@ def _model(args: argparse.Namespace):
     from .model import Model
 
     return Model(args.bundle, providers=args.providers, threads=args.threads, batch_size=args.batch_size,
-                 precision=getattr(args, "precision", None) or "float32")
+                 precision=args.precision)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

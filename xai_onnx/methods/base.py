@@ -19,6 +19,13 @@ OUTPUTS = ("prob", "logit")
 TargetSpec = int | str | None
 
 
+def target_weights(targets: Sequence[int], n_labels: int, output: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Gradient-graph weights (w_logit, w_prob), one one-hot row per target; the unused one is None."""
+    w = np.zeros((len(targets), n_labels), dtype=np.float32)
+    w[np.arange(len(targets)), list(targets)] = 1.0
+    return (w, None) if output == "logit" else (None, w)
+
+
 @dataclass
 class Item:
     """One (text, target) pair being explained. x, baseline: (seq, dim) float32."""
@@ -32,9 +39,7 @@ class Item:
     baseline_value: float | None = None
 
     def weights(self, n_labels: int, output: str, n_rows: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-        w = np.zeros((n_rows, n_labels), dtype=np.float32)
-        w[:, self.target] = 1.0
-        return (w, None) if output == "logit" else (None, w)
+        return target_weights([self.target] * n_rows, n_labels, output)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import numpy as np
 from ..model import Model, RowGroup
 from ..results import Attribution
 from ..tokenization import Encoded
-from .base import Computed, Explainer, Item, TargetSpec
+from .base import Computed, Explainer, Item, TargetSpec, target_weights
 
 
 class _GradientMethod(Explainer):
@@ -48,10 +48,8 @@ class _GradientMethod(Explainer):
                 wanted.append(None)
                 continue
             ts = self._targets(target, -1)
-            w = np.zeros((len(ts), n_labels), dtype=np.float32)
-            w[np.arange(len(ts)), ts] = 1.0
             rows = np.repeat(x[None], len(ts), axis=0)
-            groups.append(RowGroup(rows, e.type_ids, *((w, None) if self.output == "logit" else (None, w))))
+            groups.append(RowGroup(rows, e.type_ids, *target_weights(ts, n_labels, self.output)))
             wanted.append(ts)
         items, scores = [], []
         for e, x, chosen, out in zip(encoded, xs, wanted, self.run(groups, gradient=True)):
