@@ -79,10 +79,10 @@ def debug_report(model: Model, texts: Sequence[str], labels: Sequence[str | int 
             feats = model.features([texts[i] for i in chosen])
             protos = critic.prototypes_
             pf = index.features_[protos]
-            for i, res, f in zip(chosen, infl, feats):
+            for pos, (res, f) in enumerate(zip(infl, feats)):  # chosen is errors[:n_errors]: same positions
                 d = np.linalg.norm(pf - f, axis=1)
                 nearest = protos[np.argsort(d)[:k]]
-                report["misclassified"][int(np.flatnonzero(errors == i)[0])]["evidence"] = {
+                report["misclassified"][pos]["evidence"] = {
                     **res.to_dict(),
                     "nearest_prototypes": [{"index": int(j), "text": index.texts_[j],
                                             "label": model.labels[index.labels_[j]]} for j in nearest],
