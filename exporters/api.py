@@ -108,6 +108,7 @@ def export_bundle(source: str | Path, out_dir: str | Path, *, head: str | Path |
         report["export_seconds"] = round(export_seconds, 2)
         report["weights_bytes"] = sizes
         io_names = {n: n for n in in_names}
+        grad_io = ({**io_names, **{w: w for w in GRADIENT_WEIGHTS}}, {"logits": "logits", "grad": "grad"})  # both copies
         manifest = Manifest(
             schema_version=SCHEMA_VERSION,
             source_kind=prep.source_kind,
@@ -126,10 +127,8 @@ def export_bundle(source: str | Path, out_dir: str | Path, *, head: str | Path |
             head_file=FILES["head"],
             weights_file=FILES["weights"],
             forward=GraphSpec(FILES["forward"], io_names, {"logits": "logits", "features": "features"}),
-            gradient=GraphSpec(FILES["gradient"], {**io_names, **{w: w for w in GRADIENT_WEIGHTS}},
-                               {"logits": "logits", "grad": "grad"}) if gradient else None,
-            gradient_int8=GraphSpec(FILES["gradient_int8"], {**io_names, **{w: w for w in GRADIENT_WEIGHTS}},
-                                    {"logits": "logits", "grad": "grad"}) if int8 else None,
+            gradient=GraphSpec(FILES["gradient"], *grad_io) if gradient else None,
+            gradient_int8=GraphSpec(FILES["gradient_int8"], *grad_io) if int8 else None,
             tool_versions=_versions(),
             validation=report,
         )
