@@ -20,6 +20,7 @@ from xai_onnx import (
     Saliency,
     approximation_parameters,
 )
+from xai_onnx.model import plan_batches
 from xai_onnx.quadrature import METHODS as INTEGRATIONS
 
 TEXTS = ["good movie", "the movie was very dull", "not fun", "a very very good fun movie", "bad"]
@@ -61,6 +62,37 @@ def test_gauss_legendre_is_exact_for_polynomials():
 def test_quadrature_rejects(bad):
     with pytest.raises(InputError):
         approximation_parameters(*bad)
+
+
+# ---- batching -----------------------------------------------------------------------------------------------
+def _plan_cost(lengths, plan, call_cost):
+    return sum(call_cost + (b - a) * lengths[b - 1] for a, b in plan)
+
+
+def test_plan_batches_is_optimal_and_respects_the_row_limit():
+    import itertools
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(1, 9))
+        lengths = sorted(int(v) for v in rng.integers(1, 60, n))
+        max_rows, call_cost = int(rng.integers(1, 5)), float(rng.choice([0, 5, 20, 100]))
+        plan = plan_batches(lengths, max_rows, call_cost)
+        assert plan[0][0] == 0 and plan[-1][1] == n and all(p[1] == q[0] for p, q in zip(plan, plan[1:]))
+        assert all(0 < b - a <= max_rows for a, b in plan)
+        best = min(_plan_cost(lengths, list(zip((0,) + cuts, cuts + (n,))), call_cost)  # every way to cut
+                   for k in range(n) for cuts in itertools.combinations(range(1, n), k)
+                   if all(b - a <= max_rows for a, b in zip((0,) + cuts, cuts + (n,))))
+        assert _plan_cost(lengths, plan, call_cost) == pytest.approx(best)
+
+
+def test_plan_batches_keeps_short_rows_away_from_long_ones():
+    assert plan_batches([5] * 10 + [90] * 2, 64) == [(0, 10), (10, 12)]
+    equal = plan_batches([7] * 130, 64)  # equal lengths: as few calls as the row limit allows
+    assert len(equal) == 3 and all(b - a <= 64 for a, b in equal)
+    assert plan_batches([], 8) == []
+    with pytest.raises(ValueError):
+        plan_batches([3, 2], 8)
 
 
 # ---- closed form -------------------------------------------------------------------------------------------------
