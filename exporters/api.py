@@ -14,7 +14,7 @@ import numpy as np
 from xai_onnx.manifest import SCHEMA_VERSION, GraphSpec, Manifest, SpecialToken
 
 from .errors import ExportInputError
-from .sources import prepare
+from .sources import first_token_last_layer, prepare
 from .storage import save_with_shared_weights
 from .trace import FORWARD_INPUTS, GRADIENT_WEIGHTS, _pick_example_sizes, example_inputs, export_graph, make_functions
 from .validate import validate
@@ -75,7 +75,7 @@ def export_bundle(source: str | Path, out_dir: str | Path, *, head: str | Path |
     fwd_fn, grad_fn = make_functions(prep.module, prep.uses_token_type_ids)
     in_names = [n for n in FORWARD_INPUTS if n != "token_type_ids" or prep.uses_token_type_ids]
     t0 = time.perf_counter()
-    with torch.inference_mode(False):
+    with torch.inference_mode(False), first_token_last_layer(prep) as first_token_only:
         models = {}
         if gradient:
             ex = example_inputs(batch, seq, emb_dim, n_labels, prep.uses_token_type_ids, gradient=True)
@@ -105,6 +105,7 @@ def export_bundle(source: str | Path, out_dir: str | Path, *, head: str | Path |
             quantize_gradient(tmp, FILES["gradient"], FILES["gradient_int8"])
             report["int8"] = int8_fidelity(tmp, FILES["gradient"], FILES["gradient_int8"], prep.embeddings, n_labels,
                                            prep.uses_token_type_ids, prep.max_length)
+        report["last_layer_first_token_only"] = first_token_only
         report["export_seconds"] = round(export_seconds, 2)
         report["weights_bytes"] = sizes
         io_names = {n: n for n in in_names}

@@ -58,6 +58,9 @@ def test_every_architecture_matches_torch(exported):
     errs = manifest.validation["max_relative_error"]
     assert set(errs) == {"logits", "features", "grad_logit", "grad_prob", "grad_top"} and max(errs.values()) <= 1e-4
     assert len(manifest.validation["shapes"]) >= 3
+    # the architectures with the BERT layer layout trace their last layer for the first position only; validation
+    # (above) and the Hugging Face model (below) are the full computation
+    assert manifest.validation["last_layer_first_token_only"] == (ARCHITECTURES[arch].layers is not None)
     model = Model(bundle)
     ref_logits, ref_sal = torch_reference(src, TEXTS, manifest.max_length)
     preds = model.predict(TEXTS)
@@ -94,6 +97,42 @@ def test_sentence_encoder_with_linear_head(tmp_path):
         h = (h / h.norm()).numpy()
         np.testing.assert_allclose(feats, h, atol=1e-5)
         np.testing.assert_allclose(pred.logits, z["W"] @ h + z["b"], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_sentence_encoder_pooling_decides_the_first_token_cut(tmp_path, pooling):
+    from transformers import AutoModel, AutoTokenizer
+
+    src, head = build_sentence_encoder(tmp_path / "enc", normalize=False, pooling=pooling)
+    m = export_bundle(src, tmp_path / "bundle", head=head)
+    assert m.validation["last_layer_first_token_only"] == (pooling == "cls")  # mean pooling reads every position
+    enc_model, tok = AutoModel.from_pretrained(src).eval(), AutoTokenizer.from_pretrained(src)
+    model = Model(tmp_path / "bundle")
+    for text, feats in zip(TEXTS[:4], model.features(TEXTS[:4])):
+        with torch.no_grad():
+            h = enc_model(**tok(text, return_tensors="pt")).last_hidden_state[0]
+        np.testing.assert_allclose(feats, (h.mean(0) if pooling == "mean" else h[0]).numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["bert", "distilbert"])
+def test_first_token_cut_is_exact_and_undone_after_tracing(tmp_path, arch):
+    from xai_onnx_exporters.sources import first_token_last_layer, prepare
+
+    prep = prepare(build_classifier(arch, tmp_path / "model"))
+    layer = prep.first_token_layer
+    assert layer is not None
+    mask = torch.ones(2, 9, dtype=torch.int64)
+    mask[1, 5:] = 0
+    inputs = [torch.randn(2, 9, prep.embeddings.shape[1]), mask] + [torch.zeros(2, 9, dtype=torch.int64)] * prep.uses_token_type_ids
+    with torch.no_grad():
+        full = prep.module(*inputs)
+        with first_token_last_layer(prep) as cut:
+            short = prep.module(*inputs)
+        after = prep.module(*inputs)
+    assert cut and "forward" not in vars(layer)
+    for a, b, c in zip(full, short, after):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        assert torch.equal(a, c)
 
 
 def test_real_sentence_encoder_package(tmp_path):

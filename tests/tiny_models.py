@@ -63,8 +63,8 @@ def build_classifier(arch: str, d: Path, seed: int = 0):
     return d
 
 
-def build_sentence_encoder(d: Path, seed: int = 0, normalize: bool = True):
-    """A sentence-transformers layout: encoder at the root, mean pooling, optional Normalize."""
+def build_sentence_encoder(d: Path, seed: int = 0, normalize: bool = True, pooling: str = "mean"):
+    """A sentence-transformers layout: encoder at the root, mean (or CLS) pooling, optional Normalize."""
     import numpy as np
     import torch
     import transformers as tf
@@ -81,8 +81,9 @@ def build_sentence_encoder(d: Path, seed: int = 0, normalize: bool = True):
         modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
     (d / "modules.json").write_text(json.dumps(modules))
     (d / "1_Pooling").mkdir(exist_ok=True)
-    (d / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 24, "pooling_mode_mean_tokens": True,
-                                                             "pooling_mode_cls_token": False}))
+    (d / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 24,
+                                                             "pooling_mode_mean_tokens": pooling == "mean",
+                                                             "pooling_mode_cls_token": pooling == "cls"}))
     (d / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 32}))
     rng = np.random.default_rng(seed)
     head = d.parent / f"{d.name}-head.npz"
