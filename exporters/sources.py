@@ -27,8 +27,8 @@ class ArchSpec:
     position_offset: positions the embedding table reserves before the first token (RoBERTa's padding_idx + 1).
     layers: dotted path, from the base model, of the list of transformer layers whose last one can be cut to the
         first position when nothing but that position is read (:func:`first_token_last_layer`); None where the
-        layer layout is not one of ``LAYOUTS`` (ALBERT shares one layer between depths, MPNet adds a relative
-        position bias the layer does not compute itself).
+        layer is written neither way ``layout`` knows (ALBERT shares one layer between depths, MPNet adds a
+        relative position bias the layer does not compute itself).
     layout: how such a layer is written: "bert" (``attention`` takes ``encoder_hidden_states``, then
         ``feed_forward_chunk``) or "distilbert" (``attention(query, key, value, mask)``, two layer norms, ``ffn``).
     """
@@ -73,7 +73,7 @@ class Prepared:
     head_weight: np.ndarray  # (labels, features)
     head_bias: np.ndarray  # (labels,)
     tokenizer_json: str
-    # the last layer, when only its first position reaches the head (CLS pooling) and it has the BERT layout
+    # the last layer, when only its first position reaches the head (CLS pooling) and ArchSpec.layout knows it
     first_token_layer: torch.nn.Module | None = None
     first_token_layout: str = "bert"  # ArchSpec.layout
 
