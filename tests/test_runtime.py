@@ -86,6 +86,29 @@ def test_plan_batches_is_optimal_and_respects_the_row_limit():
         assert _plan_cost(lengths, plan, call_cost) == pytest.approx(best)
 
 
+def test_model_run_follows_the_plan(handmade):
+    """Short and long texts explained together go to onnxruntime in separate calls, each padded only to its own
+    longest row, and every result is the one the text gets alone."""
+    model = Model(handmade[0], threads=1)
+    shapes = []
+    inner = model._forward
+
+    class Recording:
+        def run(self, names, feeds):
+            shapes.append(feeds["attention_mask"].shape)
+            return inner.run(names, feeds)
+
+    texts = ["good"] * 6 + [" ".join(["very"] * 40 + ["good"])] * 2
+    alone = [Occlusion(model).explain([t])[0].scores for t in (texts[0], texts[-1])]
+    model._forward = Recording()
+    together = Occlusion(model).explain(texts)
+    short, long = len(together[0].tokens), len(together[-1].tokens)
+    assert sorted({s[1] for s in shapes}) == [short, long]  # never a short row padded to the long length
+    assert sum(s[0] for s in shapes if s[1] == short) == 6 * (1 + short)  # each text's row plus one per token
+    for r in together:
+        np.testing.assert_allclose(r.scores, alone[0] if len(r.tokens) == short else alone[1], rtol=1e-5, atol=1e-7)
+
+
 def test_plan_batches_keeps_short_rows_away_from_long_ones():
     assert plan_batches([5] * 10 + [90] * 2, 64) == [(0, 10), (10, 12)]
     equal = plan_batches([7] * 130, 64)  # equal lengths: as few calls as the row limit allows

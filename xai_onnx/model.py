@@ -104,7 +104,8 @@ class Model:
     providers : onnxruntime execution providers, e.g. ``["CUDAExecutionProvider"]``, or (name, options) pairs; CPU by
         default. CUDA runs without TF32 unless ``("CUDAExecutionProvider", {"use_tf32": "1"})`` is given.
     threads : intra-op threads per session (onnxruntime's default when None).
-    batch_size : rows per onnxruntime call; rows are grouped by length so padding wastes little.
+    batch_size : most rows per onnxruntime call; rows are sorted by length and cut into calls where padding would
+        cost more than another call (:func:`plan_batches`).
     precision : ``"float32"`` (default) or ``"int8"``: the gradient graph's int8 copy (bundles exported with
         ``--int8``), faster on CPUs with VNNI and less faithful; the manifest's ``validation.int8`` and the README
         state by how much. Forward-only methods always use the float32 forward graph.
