@@ -75,7 +75,6 @@ class Prepared:
     tokenizer_json: str
     # the last layer, when only its first position reaches the head (CLS pooling) and ArchSpec.layout knows it
     first_token_layer: torch.nn.Module | None = None
-    first_token_layout: str = "bert"  # ArchSpec.layout
 
 
 class _Classifier(torch.nn.Module):
@@ -247,7 +246,6 @@ def _prepare_classifier(source: Path, max_length: int | None) -> Prepared:
         head_bias=(head.bias.detach().numpy() if head.bias is not None else np.zeros(n)).astype(np.float32),
         tokenizer_json=tok_json,
         first_token_layer=last,
-        first_token_layout=spec.layout,
     )
 
 
@@ -327,7 +325,6 @@ def _prepare_sentence_encoder(source: Path, head_path: Path, max_length: int | N
         head_bias=b,
         tokenizer_json=tok_json,
         first_token_layer=encoder.get_submodule(spec.layers)[-1] if spec.layers and pooling == "cls" else None,
-        first_token_layout=spec.layout,
     )
 
 
@@ -356,7 +353,7 @@ def first_token_last_layer(prep: Prepared) -> Iterator[bool]:
         sa = layer.sa_layer_norm(layer.attention(query=first, key=x, value=x, mask=attn_mask)[0] + first)
         return (layer.output_layer_norm(layer.ffn(sa) + sa),)
 
-    layer.forward = {"bert": bert, "distilbert": distilbert}[prep.first_token_layout]
+    layer.forward = {"bert": bert, "distilbert": distilbert}[ARCHITECTURES[prep.model_type].layout]
     try:
         yield True
     finally:
