@@ -219,6 +219,9 @@ class Model:
         if gradient:
             session, spec = self._gradient_session()
             outputs = ["logits", "grad"]
+            if "w_top" not in spec.inputs and any(g.w_top is not None for g in groups):
+                raise GradientUnavailableError("this bundle's gradient graph cannot pick the arg-max class "
+                                               "(no w_top input): re-export it")
         else:
             session, spec = self._forward, self.manifest.forward
             outputs = ["logits", "features"]
@@ -260,9 +263,6 @@ class Model:
                     if grp.w_prob is not None:
                         w_prob[r:end] = grp.w_prob[i0:i1]
                     if grp.w_top is not None:
-                        if "w_top" not in spec.inputs:
-                            raise GradientUnavailableError("this bundle's gradient graph cannot pick the arg-max class "
-                                                           "(no w_top input): re-export it")
                         w_top[r:end] = grp.w_top[i0:i1]
             feeds: dict[str, Any] = {spec.inputs["inputs_embeds"]: embeds, spec.inputs["attention_mask"]: mask}
             if "token_type_ids" in spec.inputs:
