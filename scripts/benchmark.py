@@ -70,7 +70,7 @@ class Ours:
 
     def run(self, method: str, texts: list[str]) -> tuple[list[np.ndarray], list[float | None], list[int]]:
         res = self.explainer(method).explain(texts)
-        self.steps = [int(r.settings.get("n_steps", 0)) for r in res]
+        self.steps = [int(r.settings.get("steps_used", r.settings.get("n_steps", 0))) for r in res]
         return [r.scores for r in res], [r.convergence_delta for r in res], [r.target.index for r in res]
 
 

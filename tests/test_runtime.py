@@ -213,19 +213,19 @@ def test_adaptive_ig_reports_steps_and_meets_tolerance(model, params):
     for text, a in zip(TEXTS, r):
         gap = abs(a.output_value - a.baseline_value)
         assert a.settings["converged"] and abs(a.convergence_delta) <= 1e-4 * gap + 1e-12
-        assert a.settings["integration"] == "adaptive_simpson" and a.settings["n_steps"] >= 5
+        assert a.settings["integration"] == "adaptive_simpson" and a.settings["steps_used"] >= 5
         if gap > 0:  # per-token scores, not only their sum, agree with a 2000-step float64 integral
             ref = numeric_ig_prob(params, text, 1)
             assert np.abs(a.scores - ref).max() <= 1e-3 * np.abs(ref).max()
     capped = IntegratedGradients(model, adaptive=True, tolerance=1e-12, max_steps=6).explain([TEXTS[1]], target=1)[0]
-    assert capped.settings["n_steps"] <= 6 and not capped.settings["converged"]
+    assert capped.settings["steps_used"] <= 6 and not capped.settings["converged"]
 
 
 def test_adaptive_ig_stops_at_once_where_the_integrand_is_constant(model):
     # the logit of the handmade model is linear in the embeddings: Simpson on the first 5 points is exact
     for a in IntegratedGradients(model, adaptive=True, tolerance=1e-6, output="logit").explain(TEXTS, target=0):
         exact = IntegratedGradients(model, n_steps=1, method="riemann_right", output="logit").explain([a.text], target=0)[0]
-        assert a.settings["n_steps"] == 5 and a.settings["converged"]
+        assert a.settings["steps_used"] == 5 and a.settings["converged"]
         np.testing.assert_allclose(a.scores, exact.scores, rtol=1e-5, atol=1e-6)
 
 

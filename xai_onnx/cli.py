@@ -56,25 +56,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def make_explainer(model: Any, method: str, options: dict[str, Any]):
-    """An explainer from CLI/service option names (steps, integration, baseline, output, window, ...)."""
-    from .methods import METHODS, FiniteDifference, IntegratedGradients, Occlusion
+    """Kept for callers of earlier versions: :func:`xai_onnx.registry.make_explainer`."""
+    from .registry import make_explainer as make
 
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    baseline = options.get("baseline") or "pad"
-    output = options.get("output") or "prob"
-    if method == "ig":
-        return IntegratedGradients(model, n_steps=options.get("steps") or 50,
-                                   method=options.get("integration") or "gausslegendre",
-                                   adaptive=bool(options.get("adaptive")),
-                                   tolerance=0.01 if options.get("tolerance") is None else options["tolerance"],
-                                   internal_batch_size=options.get("batch_size"), baseline=baseline, output=output)
-    if method == "occlusion":
-        return Occlusion(model, window=options.get("window") or 1, stride=options.get("stride") or 1,
-                         baseline=baseline, output=output)
-    if method == "fd":
-        return FiniteDifference(model, epsilon=options.get("epsilon") or 1e-2, baseline=baseline, output=output)
-    return METHODS[method](model, baseline=baseline, output=output)
+    return make(model, method, options)
 
 
 def _format_text(r: Any) -> str:
@@ -90,8 +75,10 @@ def _format_text(r: Any) -> str:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    from .registry import make_explainer, parse_methods
+
+    methods = parse_methods(args.method)  # before loading the model: a typo costs nothing
     model = _model(args)
-    methods = [m.strip() for m in args.method.split(",") if m.strip()]
     explainers = [make_explainer(model, m, vars(args)) for m in methods]  # every option checked before any work
     target = args.target  # a label name, an index as text, or "all": Model.resolve_target reads each
     from .progress import Progress
@@ -132,7 +119,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if args.limit < 1:
             raise InputError(f"--limit must be >= 1, got {args.limit}")
         texts = texts[:args.limit]
-    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    from .registry import make_explainer, parse_methods
+
+    names = parse_methods(args.methods)
     explainers = {name: make_explainer(model, name, {"output": args.output}) for name in names}
     evaluator = FaithfulnessEvaluator(model, removal=args.removal, output=args.output, random_state=args.random_state)
     report = evaluate_with_progress(evaluator, texts, explainers, quiet=args.quiet)
@@ -258,8 +247,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, metadata.EntryPoint]]:
-    from .methods import METHODS
-    from .quadrature import METHODS as INTEGRATIONS
+    from .registry import add_method_arguments, method_names
 
     parser = argparse.ArgumentParser(prog="xai-onnx", description="Explain transformer text classifiers with onnxruntime.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -269,19 +257,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, metadata.EntryPoi
     p = sub.add_parser("explain", help="token attributions")
     _common(p, formats=("json", "jsonl", "text", "html"))
     p.add_argument("--quiet", action="store_true", help="no progress bar (it shows only when stderr is a terminal)")
-    p.add_argument("--method", required=True, help=f"one of {', '.join(METHODS)}, or several comma-separated")
+    p.add_argument("--method", required=True, help=f"one of {', '.join(method_names())}, or several comma-separated")
     p.add_argument("--target", default=None, help="label name or index, or 'all' (default: the predicted class)")
-    p.add_argument("--steps", type=int, default=None, help="IG steps (default 50)")
-    p.add_argument("--integration", choices=INTEGRATIONS, default=None, help="IG integration rule")
-    p.add_argument("--adaptive", action="store_true", help="IG: place the steps per text (adaptive Simpson) until the local "
-                   "deltas sum under --tolerance")
-    p.add_argument("--tolerance", type=float, default=None, help="IG adaptive: bound on the sum of |local deltas|, "
-                   "relative to |F(x) - F(baseline)| (0.01)")
-    p.add_argument("--baseline", default=None, help="pad (default), mask, unk, zero, or a baseline text")
-    p.add_argument("--output", choices=("prob", "logit"), default=None)
-    p.add_argument("--window", type=int, default=None, help="occlusion window in tokens (1)")
-    p.add_argument("--stride", type=int, default=None, help="occlusion stride (1)")
-    p.add_argument("--epsilon", type=float, default=None, help="fd step (0.01)")
+    add_method_arguments(p, skip=("batch_size",))  # --batch-size is the model's (rows per onnxruntime call)
     p.set_defaults(func=cmd_explain)
     p = sub.add_parser("evaluate", help="faithfulness of each method: comprehensiveness, sufficiency, AOPC, tau")
     p.add_argument("bundle")

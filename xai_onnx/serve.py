@@ -15,13 +15,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .errors import GradientUnavailableError, XaiOnnxError
-from .methods import METHODS
+from .errors import GradientUnavailableError, InputError, XaiOnnxError
 from .model import Model
-
-OPTIONS: dict[str, type | tuple[type, ...]] = {
-    "target": (str, int), "steps": int, "integration": str, "baseline": str, "output": str, "window": int,
-           "stride": int, "epsilon": float, "adaptive": bool, "tolerance": float}
+from .registry import all_options, get_method, make_explainer, method_names, method_table
 
 
 class HTTPProblem(Exception):
@@ -45,34 +41,31 @@ def _texts(body: dict[str, Any], max_texts: int, max_chars: int) -> list[str]:
 
 
 def _options(body: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(body) - set(OPTIONS) - {"texts", "method"}
+    """The method options of a body, by their CLI names; the registry checks types and bounds."""
+    allowed = set(all_options()) - {"batch_size"}
+    unknown = set(body) - allowed - {"texts", "method", "target"}
     if unknown:
-        raise HTTPProblem(422, f"unknown field(s) {sorted(unknown)}; allowed: texts, method, {', '.join(OPTIONS)}")
-    out = {}
-    for key, kind in OPTIONS.items():
-        if key in body and body[key] is not None:
-            value = body[key]
-            if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
-                if not (kind is float and isinstance(value, int) and not isinstance(value, bool)):
-                    raise HTTPProblem(422, f'"{key}" has the wrong type')
-            out[key] = value
-    return out
+        raise HTTPProblem(422, f"unknown field(s) {sorted(unknown)}; allowed: texts, method, target, {', '.join(sorted(allowed))}")
+    return {k: v for k, v in body.items() if k in allowed}
 
 
 def explain_payload(model: Model, body: dict[str, Any], max_texts: int, max_chars: int) -> dict[str, Any]:
     """The /v1/explain answer for a parsed body (also what the tests compare against the library)."""
-    from .cli import make_explainer
-
     texts = _texts(body, max_texts, max_chars)
     method = body.get("method")
-    if method not in METHODS:
-        raise HTTPProblem(422, f'"method" must be one of {", ".join(METHODS)}')
-    if METHODS[method].needs_gradient and not model.has_gradient:
+    if not isinstance(method, str) or method not in method_names():
+        raise HTTPProblem(422, f'"method" must be one of {", ".join(method_names())}')
+    if get_method(method).needs_gradient and not model.has_gradient:
         raise HTTPProblem(409, f"method {method!r} needs the gradient graph, which this bundle lacks; "
                                "use occlusion or fd, or re-export the bundle with `xai-onnx export`")
     options = _options(body)
-    target = options.pop("target", None)
-    explainer = make_explainer(model, method, options)
+    target = body.get("target")
+    if target is not None and (isinstance(target, bool) or not isinstance(target, (str, int))):
+        raise HTTPProblem(422, '"target" must be a label name, an index or "all"')
+    try:
+        explainer = make_explainer(model, method, options, strict=True)
+    except InputError as exc:
+        raise HTTPProblem(422, str(exc)) from exc
     return {"method": method, "results": [r.to_dict() for r in explainer.explain(texts, target=target)]}
 
 
@@ -113,8 +106,9 @@ def create_app(model: Model, *, max_texts: int = 64, max_chars: int = 10_000):
 
     async def describe(_request: Request) -> dict[str, Any]:
         m = model.manifest
-        methods = [name for name, cls in METHODS.items() if model.has_gradient or not cls.needs_gradient]
-        return {"labels": list(m.labels), "methods": methods, "architecture": m.architecture, "max_length": m.max_length,
+        table = [t for t in method_table() if model.has_gradient or not t["needs_gradient"]]
+        return {"labels": list(m.labels), "methods": [t["name"] for t in table], "method_options": table,
+                "architecture": m.architecture, "max_length": m.max_length,
                 "gradient": model.has_gradient, "limits": {"max_texts": max_texts, "max_chars": max_chars}}
 
     async def predict(request: Request) -> dict[str, Any]:

@@ -1,15 +1,15 @@
+"""The attribution methods. Importing this package registers each in :data:`xai_onnx.registry.METHODS`."""
+
+from ..registry import METHODS
 from .base import Explainer
 from .finite_difference import FiniteDifference
 from .integrated_gradients import IntegratedGradients
 from .occlusion import Occlusion
 from .saliency import GradientXInput, Saliency
 
-METHODS: dict[str, type[Explainer]] = {
-    "ig": IntegratedGradients,
-    "saliency": Saliency,
-    "grad_x_input": GradientXInput,
-    "occlusion": Occlusion,
-    "fd": FiniteDifference,
-}
+# the order the CLI's help, /v1/model and `evaluate` list them in; methods registered elsewhere follow
+_FIRST = ("ig", "saliency", "grad_x_input", "occlusion", "fd")
+for _name in [*_FIRST, *(n for n in list(METHODS) if n not in _FIRST)]:
+    METHODS[_name] = METHODS.pop(_name)
 
 __all__ = ["METHODS", "Explainer", "FiniteDifference", "GradientXInput", "IntegratedGradients", "Occlusion", "Saliency"]

@@ -11,12 +11,24 @@ import numpy as np
 
 from ..errors import InputError
 from ..model import Model, RowGroup, softmax, target_output
+from ..registry import Option
 from ..results import Attribution, Target
 from ..tokenization import Encoded
 
 BASELINES = ("pad", "mask", "unk", "zero")
 OUTPUTS = ("prob", "logit")
 TargetSpec = int | str | None
+
+BASELINE = Option("baseline", str, "pad", "what a removed token becomes: pad, mask, unk, zero (a zero embedding) or a "
+                  "baseline text whose tokens fill the positions in order", choices=BASELINES, open_choices=True)
+OUTPUT = Option("output", str, "prob", "the explained quantity: prob (the target's softmax probability) or logit",
+                choices=OUTPUTS)
+
+
+def batch_option(name: str = "batch_size") -> Option:
+    """The rows-per-onnxruntime-call option, under the method's own constructor name (Captum's where it has one)."""
+    return Option(name, int, None, "rows per onnxruntime call (default: the model's batch size)", field="batch_size",
+                  minimum=1, maximum=1 << 20)
 
 
 def target_weights(targets: Sequence[int], n_labels: int, output: str) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -65,18 +77,18 @@ class Explainer(ABC):
     needs_gradient: ClassVar[bool]
     needs_baseline_value: ClassVar[bool] = False
     texts_per_chunk: ClassVar[int] = 32
+    #: every constructor keyword but ``model``, declared once (:mod:`xai_onnx.registry`); ``settings()`` returns them
+    options: ClassVar[tuple[Option, ...]] = (BASELINE, OUTPUT, batch_option())
 
     def __init__(self, model: Model, *, baseline: str = "pad", output: str = "prob", batch_size: int | None = None):
-        if output not in OUTPUTS:
-            raise InputError(f"output must be one of {OUTPUTS}, got {output!r}")
-        if not isinstance(baseline, str):
-            raise InputError(f"baseline must be one of {BASELINES} or a text, got {type(baseline).__name__}")
-        if batch_size is not None and batch_size < 1:
-            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        from ..model import Model as _Model
+
+        if not isinstance(model, _Model):
+            raise InputError(f"model must be a xai_onnx.Model, got {type(model).__name__}: load one with Model(bundle)")
         self.model = model
-        self.baseline = baseline
-        self.output = output
-        self.batch_size = batch_size
+        self.baseline = self._parse("baseline", baseline)
+        self.output = self._parse("output", output)
+        self.batch_size = batch_option().parse(batch_size, method=self.name)
         if baseline in ("pad", "mask", "unk"):
             model.special_id(baseline)  # fail now if the tokenizer lacks it
         self._baseline_text_ids: np.ndarray | None = None
@@ -87,11 +99,24 @@ class Explainer(ABC):
             model._gradient_session()  # fail early, with the re-export hint
 
     # ---- settings ----------------------------------------------------------------------------------------------
+    @classmethod
+    def option(cls, name: str) -> Option:
+        for opt in cls.options:
+            if opt.name == name:
+                return opt
+        raise KeyError(f"{cls.__name__} has no option {name!r}")
+
+    def _parse(self, name: str, value: Any) -> Any:
+        """A constructor argument checked against its declaration (type and bounds), InputError naming it."""
+        return self.option(name).parse(value, method=self.name)
+
     def settings(self) -> dict[str, Any]:
-        s: dict[str, Any] = {"baseline": self.baseline, "output": self.output}
-        if self.needs_gradient and self.model.precision != "float32":
-            s["precision"] = self.model.precision
-        return s
+        """The constructor keywords this explainer was built with: ``type(ex)(model, **ex.settings())`` rebuilds it."""
+        return {o.name: getattr(self, o.name) for o in self.options}
+
+    def run_settings(self) -> dict[str, Any]:
+        """What a result records besides :meth:`settings`: the model's precision where it is not float32."""
+        return {"precision": self.model.precision} if self.needs_gradient and self.model.precision != "float32" else {}
 
     # ---- building blocks ---------------------------------------------------------------------------------------
     def objective(self, logits: np.ndarray, target: int) -> np.ndarray:
@@ -177,7 +202,8 @@ class Explainer(ABC):
             target=Target(item.target, labels[item.target]), prediction=Target(predicted, labels[predicted]),
             probabilities={lab: float(p) for lab, p in zip(labels, probs)}, output=self.output,
             output_value=item.output_value, baseline_value=item.baseline_value,
-            convergence_delta=c.convergence_delta, settings={**self.settings(), **(c.settings or {})},
+            convergence_delta=c.convergence_delta,
+            settings={**self.settings(), **self.run_settings(), **(c.settings or {})},
             truncated=e.truncated, warnings=tuple(notes))
 
     @abstractmethod

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from ..errors import InputError
 from ..model import Model, RowGroup
-from .base import Computed, Explainer, Item
+from ..registry import Option, register
+from .base import BASELINE, OUTPUT, Computed, Explainer, Item, batch_option
 
 
+@register
 class FiniteDifference(Explainer):
     """Per-token central difference of F along the token's own direction ``d_i = x_i - baseline_i``.
 
@@ -20,16 +19,13 @@ class FiniteDifference(Explainer):
 
     name = "fd"
     needs_gradient = False
+    options = (Option("epsilon", float, 1e-2, "finite-difference step, a fraction of x - baseline", above=0.0, below=1.0),
+               BASELINE, OUTPUT, batch_option())
 
     def __init__(self, model: Model, *, epsilon: float = 1e-2, baseline: str = "pad", output: str = "prob",
                  batch_size: int | None = None):
         super().__init__(model, baseline=baseline, output=output, batch_size=batch_size)
-        if not (0 < epsilon < 1):
-            raise InputError(f"epsilon must be in (0, 1), got {epsilon}")
-        self.epsilon = float(epsilon)
-
-    def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "epsilon": self.epsilon}
+        self.epsilon = self._parse("epsilon", epsilon)
 
     def compute(self, items: list[Item]) -> list[Computed]:
         groups, positions = [], []

@@ -9,11 +9,16 @@ import numpy as np
 from ..errors import InputError
 from ..model import Model, RowGroup
 from ..quadrature import METHODS, approximation_parameters
-from .base import Computed, Explainer, Item
+from ..registry import Option, register
+from .base import BASELINE, OUTPUT, Computed, Explainer, Item, batch_option
 
 INITIAL_NODES = 5  # adaptive mode's first round: alpha = 0, 1/4, 1/2, 3/4, 1
 
 
+MAX_STEPS = 4096  # a bound on one text's gradient evaluations, whatever the caller asks
+
+
+@register
 class IntegratedGradients(Explainer):
     """Per-token score ``sum_hidden((x - baseline) * integral of dF/dx along the straight path)``.
 
@@ -31,6 +36,18 @@ class IntegratedGradients(Explainer):
     name = "ig"
     needs_gradient = True
     needs_baseline_value = True
+    options = (
+        Option("n_steps", int, 50, "IG integration steps (fixed rule)", field="steps", minimum=1, maximum=MAX_STEPS),
+        Option("method", str, "gausslegendre", "IG integration rule", field="integration", choices=tuple(METHODS)),
+        batch_option("internal_batch_size"),
+        Option("adaptive", bool, False, "IG: place the steps per text (adaptive Simpson) until the local deltas sum "
+               "under --tolerance"),
+        Option("tolerance", float, 0.01, "IG adaptive: bound on the sum of |local deltas|, relative to "
+               "|F(x) - F(baseline)|", above=0.0, maximum=1.0),
+        Option("max_steps", int, 512, "IG adaptive: most gradient evaluations a text", minimum=INITIAL_NODES,
+               maximum=MAX_STEPS),
+        BASELINE, OUTPUT,
+    )
     #: adaptive mode halves every panel whose |local delta| is at least this fraction of the text's largest one
     refine_fraction = 0.25
 
@@ -38,28 +55,22 @@ class IntegratedGradients(Explainer):
                  internal_batch_size: int | None = None, adaptive: bool = False, tolerance: float = 0.01,
                  max_steps: int = 512, baseline: str = "pad", output: str = "prob"):
         super().__init__(model, baseline=baseline, output=output, batch_size=internal_batch_size)
-        if method not in METHODS:
-            raise InputError(f"unknown integration method {method!r}; choose one of {', '.join(METHODS)}")
-        approximation_parameters(method, n_steps)  # validates n_steps
-        if adaptive and not (tolerance > 0):
-            raise InputError(f"tolerance must be > 0, got {tolerance}")
+        self.internal_batch_size = self.batch_size
+        n_steps, method = self._parse("n_steps", n_steps), self._parse("method", method)
+        adaptive, tolerance = self._parse("adaptive", adaptive), self._parse("tolerance", tolerance)
+        max_steps = self._parse("max_steps", max_steps)
         if adaptive and model.precision != "float32":
             raise InputError("adaptive IG needs the float32 gradient graph: its completeness checks compare the "
                              "integrated gradient with F(b) - F(a), and the int8 graph's F is too coarse for that "
                              "(on minilm-sst2 it never converged)")
-        if adaptive and max_steps < INITIAL_NODES:
-            raise InputError(f"max_steps must be >= {INITIAL_NODES} (the first round's evaluations), got {max_steps}")
         self.n_steps = int(n_steps)
         self.method = method
         self.adaptive = adaptive
         self.tolerance = float(tolerance)
         self.max_steps = int(max_steps)
 
-    def settings(self) -> dict[str, Any]:
-        if self.adaptive:
-            return {**super().settings(), "integration": "adaptive_simpson", "tolerance": self.tolerance,
-                    "max_steps": self.max_steps}
-        return {**super().settings(), "n_steps": self.n_steps, "integration": self.method}
+    def run_settings(self) -> dict[str, Any]:
+        return {**super().run_settings(), **({"integration": "adaptive_simpson"} if self.adaptive else {})}
 
     def _gradients_at(self, requests: list[tuple[Item, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
         """For each (item, alphas): F at the path points and the per-token integrand
@@ -126,7 +137,7 @@ class IntegratedGradients(Explainer):
                 if converged or not refine or len(vals) + 2 * len(refine) > self.max_steps:
                     scores = np.sum([s for s, _ in local], axis=0)
                     done[i] = Computed(scores, float(scores.sum() - (it.output_value - it.baseline_value)),
-                                       {"n_steps": len(vals), "converged": converged})
+                                       {"steps_used": len(vals), "converged": converged})
                     continue
                 split = set(refine)
                 panels[i] = [q for a, b in panels[i]

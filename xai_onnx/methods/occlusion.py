@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from ..errors import InputError
 from ..model import Model, RowGroup
-from .base import Computed, Explainer, Item
+from ..registry import Option, register
+from .base import BASELINE, OUTPUT, Computed, Explainer, Item, batch_option
 
 
+@register
 class Occlusion(Explainer):
     """A token's score is the mean drop ``F(x) - F(x with a window replaced by the baseline)`` over windows holding it.
 
@@ -22,17 +21,18 @@ class Occlusion(Explainer):
 
     name = "occlusion"
     needs_gradient = False
+    options = (
+        Option("window", int, 1, "occlusion window in tokens", minimum=1, maximum=4096),
+        Option("stride", int, 1, "tokens between occlusion windows", minimum=1, maximum=4096),
+        BASELINE, OUTPUT, batch_option("perturbations_per_eval"),
+    )
 
     def __init__(self, model: Model, *, window: int = 1, stride: int = 1, baseline: str = "pad", output: str = "prob",
                  perturbations_per_eval: int | None = None):
         super().__init__(model, baseline=baseline, output=output, batch_size=perturbations_per_eval)
-        if window < 1 or stride < 1:
-            raise InputError(f"window and stride must be >= 1, got window={window}, stride={stride}")
-        self.window = int(window)
-        self.stride = int(stride)
-
-    def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "window": self.window, "stride": self.stride}
+        self.perturbations_per_eval = self.batch_size
+        self.window = self._parse("window", window)
+        self.stride = self._parse("stride", stride)
 
     def compute(self, items: list[Item]) -> list[Computed]:
         groups, starts_all = [], []

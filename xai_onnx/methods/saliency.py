@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..model import Model, RowGroup
+from ..registry import register
 from ..results import Attribution
 from ..tokenization import Encoded
 from .base import Computed, Explainer, Item, TargetSpec, target_weights
@@ -62,6 +63,7 @@ class _GradientMethod(Explainer):
         return [self._result(item, Computed(s)) for item, s in zip(items, scores)]
 
 
+@register
 class Saliency(_GradientMethod):
     """Per-token L2 norm of the gradient of the target output with respect to the token's embedding."""
 
@@ -71,6 +73,7 @@ class Saliency(_GradientMethod):
         return np.linalg.norm(grad, axis=-1)
 
 
+@register
 class GradientXInput(_GradientMethod):
     """Per-token ``sum_hidden(x * dF/dx)``."""
 
