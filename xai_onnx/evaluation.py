@@ -179,7 +179,7 @@ class FaithfulnessEvaluator:
         kept = [e.text for e in encoded]
         loo_explainer = Occlusion(self.model, window=1, output=self.output, baseline="pad")
         t0 = time.perf_counter()
-        loo = loo_explainer.explain(kept)
+        loo = loo_explainer.attributions(kept)
         loo_seconds = (time.perf_counter() - t0) / len(kept)
         seeds = np.random.default_rng(self.random_state).integers(0, 2**63 - 1, size=len(kept))
         per_method: dict[str, list[dict[str, Any]]] = {name: [] for name in explainers}
@@ -191,7 +191,7 @@ class FaithfulnessEvaluator:
                 attributions[name], timing[name] = loo, loo_seconds
                 continue
             t0 = time.perf_counter()
-            attributions[name] = ex.explain(kept)
+            attributions[name] = ex.attributions(kept)
             timing[name] = (time.perf_counter() - t0) / len(kept)
         for i, enc in enumerate(encoded):
             pos = np.flatnonzero(~enc.special)

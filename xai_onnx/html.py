@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
-from .results import Attribution
+from .results import Attribution, Target, TokenAttribution
 
 POSITIVE = (26, 152, 80)  # towards the target: green
 NEGATIVE = (215, 48, 39)  # against it: red
@@ -45,8 +45,28 @@ def _tokens(r: Attribution) -> str:
     return "".join(out)
 
 
-def render(results: Sequence[Attribution], *, title: str = "xai-onnx explanations") -> str:
-    """One HTML page: a card per (text, target) with one heatmap row per method, in first-seen order."""
+def _expand(results: Sequence[Attribution | TokenAttribution]) -> list[Attribution]:
+    """A token-classification result becomes one row per explained position (all on the text's card)."""
+    out: list[Attribution] = []
+    for r in results:
+        if not isinstance(r, TokenAttribution):
+            out.append(r)
+            continue
+        for p in r.positions:
+            label = f"{r.method} @ {p.position} {p.token} ({p.target.label})"
+            out.append(Attribution(
+                text=r.text, method=label, tokens=r.tokens, offsets=r.offsets, scores=p.scores,
+                target=Target(-1, "per position"), prediction=Target(-1, ", ".join(sorted(set(r.predicted)))),
+                probabilities={}, output=r.output, output_value=p.output_value, baseline_value=p.baseline_value,
+                convergence_delta=p.convergence_delta, settings=r.settings, truncated=r.truncated,
+                warnings=r.warnings, text_pair=r.text_pair, segments=r.segments))
+    return out
+
+
+def render(results: Sequence[Attribution | TokenAttribution], *, title: str = "xai-onnx explanations") -> str:
+    """One HTML page: a card per (text, target) with one heatmap row per method, in first-seen order; the two texts
+    of a pair on two lines; one row per explained position for token classification."""
+    results = _expand(results)
     groups: dict[tuple[str, int], list[Attribution]] = {}
     for r in results:
         groups.setdefault((r.text, r.target.index), []).append(r)
@@ -66,7 +86,8 @@ def render(results: Sequence[Attribution], *, title: str = "xai-onnx explanation
             f'<div class="card"><div class="meta">predicted <b>{html.escape(first.label)}</b> ({probs}); target '
             f'<b>{html.escape(first.target.label)}</b>; output {html.escape(first.output)}, baseline '
             f'{html.escape(str(first.settings.get("baseline", "")))}</div><div class="text">{html.escape(text)}</div>'
-            f'{warn}<table>{"".join(rows)}</table></div>')
+            + (f'<div class="text pair">{html.escape(first.text_pair)}</div>' if first.text_pair is not None else "")
+            + f'{warn}<table>{"".join(rows)}</table></div>')
     legend = ('<div class="legend" id="legend"><span>against the target</span><span class="bar"></span>'
               '<span>towards the target</span><span style="color:#666">(colour scaled to each row\'s largest |score|;'
               ' hover a token for its exact score)</span></div>')

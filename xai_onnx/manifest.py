@@ -13,8 +13,28 @@ from typing import Any
 
 from .errors import BundleError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # v1: text classification only, no task field, no axes
 MANIFEST_FILE = "manifest.json"
+
+TASKS = ("sequence-classification", "token-classification", "similarity")
+
+# The axes of each graph tensor, by role, for each task: what Model.run pads and slices along the sequence.
+_SEQ = ["batch", "sequence"]
+DEFAULT_AXES: dict[str, dict[str, list[str]]] = {
+    "sequence-classification": {
+        "inputs_embeds": [*_SEQ, "embedding"], "attention_mask": _SEQ, "token_type_ids": _SEQ,
+        "w_logit": ["batch", "labels"], "w_prob": ["batch", "labels"], "w_top": ["batch", "top"],
+        "logits": ["batch", "labels"], "features": ["batch", "features"], "grad": [*_SEQ, "embedding"]},
+    "token-classification": {
+        "inputs_embeds": [*_SEQ, "embedding"], "attention_mask": _SEQ, "token_type_ids": _SEQ,
+        "w_logit": [*_SEQ, "labels"], "w_prob": [*_SEQ, "labels"], "w_top": [*_SEQ, "top"],
+        "logits": [*_SEQ, "labels"], "features": [*_SEQ, "features"], "grad": [*_SEQ, "embedding"]},
+    "similarity": {
+        "inputs_embeds": [*_SEQ, "embedding"], "attention_mask": _SEQ, "token_type_ids": _SEQ,
+        "other": ["batch", "features"], "logits": ["batch", "labels"], "features": ["batch", "features"],
+        "grad": [*_SEQ, "embedding"]},
+}
 
 
 @dataclass(frozen=True)
@@ -22,12 +42,18 @@ class GraphSpec:
     """One ONNX graph in the bundle: its file and the names of its tensors.
 
     ``inputs`` and ``outputs`` map a role (``inputs_embeds``, ``attention_mask``, ``token_type_ids``,
-    ``w_logit``, ``w_prob``; ``logits``, ``features``, ``grad``) to the tensor name in the graph.
+    ``w_logit``, ``w_prob``, ``w_top``, ``other``; ``logits``, ``features``, ``grad``) to the tensor name in the graph.
+    ``axes`` (v2) names each role's axes (``batch``, ``sequence``, ``labels``, ...); v1 bundles get the defaults
+    of their task.
     """
 
     file: str
     inputs: dict[str, str]
     outputs: dict[str, str]
+    axes: dict[str, list[str]] = field(default_factory=dict)
+
+    def axes_of(self, role: str) -> list[str]:
+        return self.axes.get(role, [])
 
 
 @dataclass(frozen=True)
@@ -39,7 +65,7 @@ class SpecialToken:
 @dataclass(frozen=True)
 class Manifest:
     schema_version: int
-    source_kind: str  # "hf-classifier" or "sentence-transformer"
+    source_kind: str  # "hf-classifier", "hf-token-classifier", "sentence-transformer" or "onnx-import"
     model_type: str
     architecture: str
     labels: tuple[str, ...]
@@ -59,6 +85,11 @@ class Manifest:
     gradient_int8: GraphSpec | None = None  # optional int8 copy of the gradient graph (export --int8)
     tool_versions: dict[str, str] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
+    #: v2: what the bundle computes (TASKS); v1 bundles are sequence classifiers
+    task: str = "sequence-classification"
+    #: v2: the encoder's pooling and normalisation (informational; the graph applies them)
+    pooling: str | None = None
+    normalize: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -71,13 +102,32 @@ class Manifest:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Manifest:
         version = d.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS or isinstance(version, bool):
             raise BundleError(
-                f"bundle schema version {version!r} is not supported (this runtime reads {SCHEMA_VERSION}): "
+                f"bundle schema version {version!r} is not supported (this runtime reads {READABLE_VERSIONS}): "
                 "re-export the model with this version's `xai-onnx export`"
             )
+        task = str(d.get("task", "sequence-classification"))
+        if task not in TASKS:
+            raise BundleError(f"bundle task {task!r} is not known to this runtime (it knows {', '.join(TASKS)}): "
+                              "upgrade xai-onnx or re-export the bundle")
+        axes = DEFAULT_AXES[task]
+
+        def graph(spec: Any) -> GraphSpec | None:
+            if not spec:
+                return None
+            if not isinstance(spec, dict):
+                raise TypeError("a graph entry must be an object")
+            inputs, outputs = dict(spec["inputs"]), dict(spec["outputs"])
+            own = {str(k): [str(a) for a in v] for k, v in dict(spec.get("axes") or {}).items()}
+            full = {r: own.get(r, axes.get(r, [])) for r in [*inputs, *outputs]}
+            return GraphSpec(str(spec["file"]), {str(k): str(v) for k, v in inputs.items()},
+                             {str(k): str(v) for k, v in outputs.items()}, full)
+
         try:
-            gradient = d.get("gradient")
+            forward = graph(d["forward"])
+            if forward is None:
+                raise KeyError("forward")
             return cls(
                 schema_version=int(d["schema_version"]),
                 source_kind=str(d["source_kind"]),
@@ -95,11 +145,14 @@ class Manifest:
                 embeddings_file=str(d["embeddings_file"]),
                 head_file=str(d["head_file"]),
                 weights_file=str(d["weights_file"]),
-                forward=GraphSpec(**d["forward"]),
-                gradient=GraphSpec(**gradient) if gradient else None,
-                gradient_int8=GraphSpec(**d["gradient_int8"]) if d.get("gradient_int8") else None,
+                forward=forward,
+                gradient=graph(d.get("gradient")),
+                gradient_int8=graph(d.get("gradient_int8")),
                 tool_versions=dict(d.get("tool_versions", {})),
                 validation=dict(d.get("validation", {})),
+                task=task,
+                pooling=None if d.get("pooling") is None else str(d["pooling"]),
+                normalize=bool(d.get("normalize", False)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"manifest is malformed ({type(exc).__name__}: {exc}): re-export the bundle") from exc

@@ -15,20 +15,34 @@ from .errors import BundleError, GradientUnavailableError, InputError
 from .manifest import GraphSpec, Manifest
 from .results import Prediction, Target
 from .session import Provider, create_session, resolve_providers
+from .tasks import Inputs, Task, normalise_inputs, probabilities, softmax, target_output, task_for
 from .tokenization import Encoded, TextEncoder
+
+__all__ = ["CALL_COST_TOKENS", "Model", "RowGroup", "plan_batches", "softmax", "target_output"]
+
+# the extent of each named axis that is not batch or sequence
+_FIXED_AXES = ("labels", "top", "features", "embedding")
 
 
 @dataclass
 class RowGroup:
     """Rows of equal length that share token type ids: embeds (n, seq, dim); weights (n, labels) or None;
     w_top (n, 2) or None: weights of the arg-max class's (logit, probability), for bundles whose gradient graph
-    takes them (:attr:`Model.gradient_picks_top`)."""
+    takes them (:attr:`Model.gradient_picks_top`). ``feeds``: any of the gradient graph's objective inputs by role
+    (``w_logit``, ``w_prob``, ``w_top``, ``other``), each (n, ...) with the axes the manifest gives that role
+    (a ``sequence`` axis is padded like the embeddings); they take precedence over the three fields."""
 
     embeds: np.ndarray
     type_ids: np.ndarray
     w_logit: np.ndarray | None = None
     w_prob: np.ndarray | None = None
     w_top: np.ndarray | None = None
+    feeds: dict[str, np.ndarray] | None = None
+
+    def feed(self, role: str) -> np.ndarray | None:
+        if self.feeds is not None and role in self.feeds:
+            return self.feeds[role]
+        return getattr(self, role, None) if role in ("w_logit", "w_prob", "w_top") else None
 
 
 def _runs(chunk: Sequence[tuple[int, int]]) -> Iterator[tuple[int, int, int]]:
@@ -76,19 +90,6 @@ def plan_batches(lengths: Sequence[int], max_rows: int, call_cost: float = CALL_
         out.append((int(cut[j]), j))
         j = int(cut[j])
     return out[::-1]
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def target_output(logits: np.ndarray, target: int, output: str) -> np.ndarray:
-    """F for a target: its logit, or its softmax probability (in float64); shape logits.shape[:-1]."""
-    if output == "logit":
-        return logits[..., target]
-    return softmax(logits.astype(np.float64))[..., target]
 
 
 PRECISIONS = ("float32", "int8")
@@ -145,6 +146,7 @@ class Model:
                               f"{(m.vocab_size, m.embedding_dim)}: the bundle is corrupt, re-export it")
         self._forward = create_session(self.path / m.forward.file, self.providers, threads)
         self._gradient: ort.InferenceSession | None = None  # built on first use: forward-only work never pays for it
+        self.task: Task = task_for(self)
 
     # ---- description -------------------------------------------------------------------------------------------
     @property
@@ -191,8 +193,8 @@ class Model:
         raise InputError(f"target {target!r} is not a label name or index")
 
     # ---- tokenisation and embeddings ---------------------------------------------------------------------------
-    def encode(self, texts: Sequence[str]) -> list[Encoded]:
-        return self.tokenizer.encode(texts)
+    def encode(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None) -> list[Encoded]:
+        return self.tokenizer.encode(texts, text_pairs)
 
     def embed(self, ids: np.ndarray) -> np.ndarray:
         """Word embeddings of token ids: ndarray of shape ids.shape + (embedding_dim,), float32."""
@@ -216,22 +218,25 @@ class Model:
         Returns per group a dict of ``logits`` (n, labels) and ``features`` (n, feature_dim) for the forward graph,
         or ``logits`` and ``grad`` (n, seq, dim) for the gradient graph.
         """
+        outputs: list[str]
         if gradient:
             session, spec = self._gradient_session()
-            outputs = ["logits", "grad"]
-            if "w_top" not in spec.inputs and any(g.w_top is not None for g in groups):
+            outputs = [k for k in ("logits", "grad") if k in spec.outputs]
+            if "w_top" not in spec.inputs and any(g.feed("w_top") is not None for g in groups):
                 raise GradientUnavailableError("this bundle's gradient graph cannot pick the arg-max class "
                                                "(no w_top input): re-export it")
         else:
             session, spec = self._forward, self.manifest.forward
-            outputs = ["logits", "features"]
+            outputs = [k for k in ("logits", "features") if k in spec.outputs]
+        objective_roles = [r for r in spec.inputs if r not in ("inputs_embeds", "attention_mask", "token_type_ids")]
+        seq_outputs = {k for k in outputs if spec.axes_of(k)[1:2] == ["sequence"]}
         bs = batch_size or self.batch_size
         order = sorted(range(len(groups)), key=lambda g: groups[g].embeds.shape[1])
         rows = [(g, i) for g in order for i in range(groups[g].embeds.shape[0])]
         results: list[dict[str, np.ndarray]] = [{} for _ in groups]
         parts: list[dict[str, list[np.ndarray]]] = [{k: [] for k in outputs} for _ in groups]
         dim = self.manifest.embedding_dim
-        n_labels = len(self.labels)
+        sizes = {"labels": len(self.manifest.labels), "top": 2, "features": self.manifest.feature_dim, "embedding": dim}
         if gradient and self.precision == "int8":
             # dynamic quantisation scales each activation tensor by its largest value over the whole call: rows of
             # other texts (and their padding) would change a text's result, so an int8 call holds one group only
@@ -246,9 +251,12 @@ class Model:
             embeds = np.zeros((b, seq, dim), dtype=np.float32)  # (batch, seq, dim), right-padded
             mask = np.zeros((b, seq), dtype=np.int64)
             types = np.zeros((b, seq), dtype=np.int64)
-            w_logit = np.zeros((b, n_labels), dtype=np.float32)
-            w_prob = np.zeros((b, n_labels), dtype=np.float32)
-            w_top = np.zeros((b, 2), dtype=np.float32)
+            extra: dict[str, np.ndarray] = {}
+            if gradient:
+                for role in objective_roles:
+                    axes = spec.axes_of(role) or ["batch", "labels"]
+                    shape = [b] + [seq if a == "sequence" else sizes.get(a, 1) for a in axes[1:]]
+                    extra[role] = np.zeros(shape, dtype=np.float32)
             runs = list(_runs(chunk))  # copy contiguous rows of one group at once
             for g, r, end in runs:
                 i0, i1 = chunk[r][1], chunk[end - 1][1] + 1
@@ -257,51 +265,81 @@ class Model:
                 embeds[r:end, :n] = grp.embeds[i0:i1]
                 mask[r:end, :n] = 1
                 types[r:end, :n] = grp.type_ids
-                if gradient:
-                    if grp.w_logit is not None:
-                        w_logit[r:end] = grp.w_logit[i0:i1]
-                    if grp.w_prob is not None:
-                        w_prob[r:end] = grp.w_prob[i0:i1]
-                    if grp.w_top is not None:
-                        w_top[r:end] = grp.w_top[i0:i1]
+                for role, arr in extra.items():
+                    value = grp.feed(role)
+                    if value is not None:
+                        arr[(slice(r, end), *(slice(0, m) for m in value.shape[1:]))] = value[i0:i1]
             feeds: dict[str, Any] = {spec.inputs["inputs_embeds"]: embeds, spec.inputs["attention_mask"]: mask}
             if "token_type_ids" in spec.inputs:
                 feeds[spec.inputs["token_type_ids"]] = types
-            if gradient:
-                feeds[spec.inputs["w_logit"]] = w_logit
-                feeds[spec.inputs["w_prob"]] = w_prob
-                if "w_top" in spec.inputs:
-                    feeds[spec.inputs["w_top"]] = w_top
+            for role, arr in extra.items():
+                feeds[spec.inputs[role]] = arr
             out = session.run([spec.outputs[k] for k in outputs], feeds)
             for g, r, end in runs:
                 n = groups[g].embeds.shape[1]
                 for k, arr in zip(outputs, out):
-                    parts[g][k].append(arr[r:end, :n] if k == "grad" else arr[r:end])
+                    parts[g][k].append(arr[r:end, :n] if k == "grad" or k in seq_outputs else arr[r:end])
         for g in range(len(groups)):
             for k in outputs:
                 results[g][k] = np.concatenate(parts[g][k]) if parts[g][k] else np.zeros((0,))
         return results
 
     def forward_encoded(self, encoded: Sequence[Encoded]) -> tuple[np.ndarray, np.ndarray]:
-        """Logits (n, labels) and features (n, feature_dim) of tokenised texts."""
-        groups = [RowGroup(self.embed(e.ids)[None], e.type_ids) for e in encoded]
-        res = self.run(groups)
-        if not res:
-            return np.zeros((0, len(self.labels)), np.float32), np.zeros((0, self.manifest.feature_dim), np.float32)
-        return np.concatenate([r["logits"] for r in res]), np.concatenate([r["features"] for r in res])
+        """Logits (n, labels) and features (n, feature_dim) of tokenised texts (sequence classification and
+        similarity; a similarity bundle has no logits: (n, 0)). See :meth:`forward_rows` for any task."""
+        if self.manifest.task == "token-classification":
+            raise InputError("forward_encoded gives one row of logits per text: a token classifier has one per token "
+                             "(use forward_rows)")
+        res = self.forward_rows(encoded)
+        feats = [r["features"] for r in res if "features" in r]
+        logits = [r["logits"] for r in res if "logits" in r]
+        n_labels = len(self.labels) if logits or not res else 0
+        return (np.concatenate(logits) if logits else np.zeros((len(res), n_labels), np.float32),
+                np.concatenate(feats) if feats else np.zeros((len(res), self.manifest.feature_dim), np.float32))
+
+    def forward_rows(self, encoded: Sequence[Encoded]) -> list[dict[str, np.ndarray]]:
+        """The forward graph's outputs per encoded input, each with a leading axis of 1."""
+        return self.run([RowGroup(self.embed(e.ids)[None], e.type_ids) for e in encoded])
 
     # ---- public conveniences -----------------------------------------------------------------------------------
-    def predict(self, texts: Sequence[str]) -> list[Prediction]:
-        """Label and class probabilities for each text."""
-        encoded = self.encode(texts)
-        logits, _ = self.forward_encoded(encoded)
-        probs = softmax(logits.astype(np.float64))
+    def inputs(self, texts: Any, text_pairs: Sequence[str] | None = None) -> Inputs:
+        return normalise_inputs(texts, text_pairs)
+
+    def predict(self, texts: Any, text_pairs: Sequence[str] | None = None) -> list[Prediction]:
+        """Label and class probabilities for each text (or (text, text_pair) couple); per token for a token
+        classifier (``token_labels``); the cosine for a similarity bundle (``score``)."""
+        inputs = self.inputs(texts, text_pairs)
+        encoded = self.task.encode(inputs)
+        outs = self.forward_rows(encoded)
+        if self.manifest.task == "similarity":
+            from .tasks import SimilarityObjective
+
+            preds = []
+            for k in range(0, len(encoded), 2):
+                cos = float(SimilarityObjective(Target(0, "similarity"), outs[k + 1]["features"][0], 0).value(outs[k])[0])
+                preds.append(Prediction(text=encoded[k].text, target=Target(0, "similarity"), probabilities={},
+                                        logits=(cos,), truncated=encoded[k].truncated or encoded[k + 1].truncated,
+                                        text_pair=encoded[k + 1].text, score=cos))
+            return preds
         out = []
-        for e, lg, p in zip(encoded, logits, probs):
-            k = int(np.argmax(lg))
+        for e, o in zip(encoded, outs):
+            lg = o["logits"][0]
+            if lg.ndim == 2:  # token classification: (seq, labels)
+                p = probabilities(lg)
+                per_token = [self.labels[int(k)] for k in lg.argmax(-1)]
+                pooled = p.max(axis=0)
+                k = int(np.argmax(pooled))
+                out.append(Prediction(text=e.text, target=Target(k, self.labels[k]), probabilities={}, logits=(),
+                                      truncated=e.truncated, text_pair=e.text_pair, tokens=e.tokens,
+                                      token_labels=tuple(per_token),
+                                      token_probabilities=tuple(float(v) for v in p.max(-1))))
+                continue
+            p = probabilities(lg)
+            k = int(np.argmax(lg)) if len(lg) > 1 else 0
             out.append(Prediction(text=e.text, target=Target(k, self.labels[k]),
                                   probabilities={lab: float(v) for lab, v in zip(self.labels, p)},
-                                  logits=tuple(float(v) for v in lg), truncated=e.truncated))
+                                  logits=tuple(float(v) for v in lg), truncated=e.truncated, text_pair=e.text_pair,
+                                  score=float(lg[0]) if len(lg) == 1 else None))
         return out
 
     def features(self, texts: Sequence[str]) -> np.ndarray:
@@ -309,5 +347,6 @@ class Model:
         return self.forward_encoded(self.encode(texts))[1]
 
     def __repr__(self) -> str:
-        return (f"Model({os.fspath(self.path)!r}, architecture={self.manifest.architecture!r}, labels={list(self.labels)}, "
+        return (f"Model({os.fspath(self.path)!r}, task={self.manifest.task!r}, "
+                f"architecture={self.manifest.architecture!r}, labels={list(self.labels)}, "
                 f"gradient={self.has_gradient}, precision={self.precision!r}, providers={self.providers})")

@@ -53,7 +53,7 @@ def debug_report(model: Model, texts: Sequence[str], labels: Sequence[str | int 
         raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     explainer = IntegratedGradients(model, n_steps=32) if method == "ig" else METHODS[method](model)
     say(f"explaining {len(texts)} texts with {method}")
-    results = explainer.explain(texts)
+    results = explainer.attributions(texts)
     pred = np.array([r.prediction.index for r in results])
     errors = np.flatnonzero(pred != y)
     n_labels = len(model.labels)

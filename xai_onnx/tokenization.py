@@ -17,6 +17,8 @@ class Encoded:
     """One tokenised text.
 
     ids, type_ids: ndarray of shape (n_tokens,), int64. special: bool ndarray, True at special tokens.
+    segments: ndarray of shape (n_tokens,), int64: 0 for the first text's tokens, 1 for the second's (pairs), -1 for
+    special tokens. offsets: character spans into the token's own text.
     """
 
     text: str
@@ -26,9 +28,20 @@ class Encoded:
     tokens: tuple[str, ...]
     offsets: tuple[tuple[int, int], ...]
     truncated: bool
+    text_pair: str | None = None
+    segments: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
+
+    def segment_ids(self) -> np.ndarray:
+        """Per token: 0 or 1 (which text), -1 for special tokens."""
+        if self.segments is not None:
+            return self.segments
+        return np.where(self.special, -1, 0).astype(np.int64)
+
+    def segment_list(self) -> list[int | None]:
+        return [None if s < 0 else int(s) for s in self.segment_ids()]
 
 
 class TextEncoder:
@@ -38,7 +51,8 @@ class TextEncoder:
         except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception on a bad file
             raise BundleError(f"cannot read tokenizer {path} ({exc}): the bundle is corrupt, re-export it") from exc
         self._tok.no_padding()
-        self._tok.enable_truncation(max_length)
+        # longest_first: a pair loses tokens from its longer text first (as transformers' default does)
+        self._tok.enable_truncation(max_length, strategy="longest_first")
         self.max_length = max_length
 
     def token_to_id(self, token: str) -> int | None:
@@ -50,25 +64,40 @@ class TextEncoder:
     def decode(self, ids: Sequence[int]) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=True)
 
-    def encode(self, texts: Sequence[str]) -> list[Encoded]:
+    def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list[Encoded]:
+        """Tokenise texts, or (text, pair) couples when ``pairs`` is given (the tokenizer's own pair template:
+        separators and token type ids as the model was trained with)."""
         check_texts(texts)
+        if pairs is None:
+            encodings = self._tok.encode_batch(list(texts))
+        else:
+            check_texts(pairs, "text_pairs")
+            if len(pairs) != len(texts):
+                raise InputError(f"{len(texts)} texts and {len(pairs)} text pairs: give one pair text per text")
+            encodings = self._tok.encode_batch(list(zip(texts, pairs)))
         out = []
-        for text, enc in zip(texts, self._tok.encode_batch(list(texts))):
+        for i, (text, enc) in enumerate(zip(texts, encodings)):
+            special = np.asarray(enc.special_tokens_mask, dtype=bool)
+            seq_ids = enc.sequence_ids
+            segments = np.array([-1 if (sid is None or sp) else int(sid) for sid, sp in zip(seq_ids, special)],
+                                dtype=np.int64)
             out.append(Encoded(
                 text=text,
                 ids=np.asarray(enc.ids, dtype=np.int64),
                 type_ids=np.asarray(enc.type_ids, dtype=np.int64),
-                special=np.asarray(enc.special_tokens_mask, dtype=bool),
+                special=special,
                 tokens=tuple(enc.tokens),
                 offsets=tuple((int(a), int(b)) for a, b in enc.offsets),
                 truncated=bool(enc.overflowing),
+                text_pair=None if pairs is None else pairs[i],
+                segments=segments,
             ))
         return out
 
 
-def check_texts(texts: Sequence[str]) -> None:
+def check_texts(texts: Sequence[str], name: str = "texts") -> None:
     if isinstance(texts, str):
-        raise InputError("texts must be a sequence of strings, not one string: wrap it in a list")
+        raise InputError(f"{name} must be a sequence of strings, not one string: wrap it in a list")
     for i, t in enumerate(texts):
         if not isinstance(t, str):
-            raise InputError(f"texts[{i}] is {type(t).__name__}, not str")
+            raise InputError(f"{name}[{i}] is {type(t).__name__}, not str")

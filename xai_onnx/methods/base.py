@@ -10,10 +10,13 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import InputError
-from ..model import Model, RowGroup, softmax, target_output
+from ..model import Model, RowGroup
 from ..registry import Option
-from ..results import Attribution, Target
+from ..results import Attribution, PositionAttribution, Target, TokenAttribution
+from ..tasks import Inputs, Objective, Unit, probabilities, target_output, target_weights
 from ..tokenization import Encoded
+
+__all__ = ["BASELINE", "OUTPUT", "Computed", "Explainer", "Item", "Result", "batch_option", "target_weights"]
 
 BASELINES = ("pad", "mask", "unk", "zero")
 OUTPUTS = ("prob", "logit")
@@ -21,7 +24,8 @@ TargetSpec = int | str | None
 
 BASELINE = Option("baseline", str, "pad", "what a removed token becomes: pad, mask, unk, zero (a zero embedding) or a "
                   "baseline text whose tokens fill the positions in order", choices=BASELINES, open_choices=True)
-OUTPUT = Option("output", str, "prob", "the explained quantity: prob (the target's softmax probability) or logit",
+OUTPUT = Option("output", str, None, "the explained quantity: prob (the target's softmax probability; the sigmoid for a "
+                "one-output model) or logit; default: logit for one-output models and similarity, else prob",
                 choices=OUTPUTS)
 
 
@@ -31,27 +35,40 @@ def batch_option(name: str = "batch_size") -> Option:
                   minimum=1, maximum=1 << 20)
 
 
-def target_weights(targets: Sequence[int], n_labels: int, output: str) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Gradient-graph weights (w_logit, w_prob), one one-hot row per target; the unused one is None."""
-    w = np.zeros((len(targets), n_labels), dtype=np.float32)
-    w[np.arange(len(targets)), list(targets)] = 1.0
-    return (w, None) if output == "logit" else (None, w)
-
-
 @dataclass
 class Item:
-    """One (text, target) pair being explained. x, baseline: (seq, dim) float32."""
+    """One (input, target) being explained. x, baseline: (seq, dim) float32.
+
+    ``objective`` says what F is (:mod:`xai_onnx.tasks`): ``objective.value(outputs)`` reads F from a run's outputs,
+    ``feeds(n_rows)`` gives the gradient graph's inputs that differentiate it. ``target`` is the target's label index
+    (kept for methods written before tasks: ``Explainer.objective(logits, target)`` is F for sequence classifiers).
+    """
 
     encoded: Encoded
     x: np.ndarray
     baseline: np.ndarray
     target: int
-    logits: np.ndarray  # (labels,)
+    logits: np.ndarray | None  # the forward logits of the input (labels,) or (seq, labels); None for similarity
     output_value: float
     baseline_value: float | None = None
+    objective: Objective | None = None
+    unit: Unit | None = None
+
+    def value(self, out: dict[str, np.ndarray]) -> np.ndarray:
+        """F per row of a run's outputs: shape (rows,), float64."""
+        assert self.objective is not None
+        return self.objective.value(out)
+
+    def feeds(self, n_rows: int) -> dict[str, np.ndarray]:
+        assert self.objective is not None
+        return self.objective.feeds(n_rows, self.x.shape[0])
 
     def weights(self, n_labels: int, output: str, n_rows: int) -> tuple[np.ndarray | None, np.ndarray | None]:
         return target_weights([self.target] * n_rows, n_labels, output)
+
+    def group(self, rows: np.ndarray) -> RowGroup:
+        """Rows of this item's input (n, seq, dim) with the objective's gradient-graph inputs."""
+        return RowGroup(rows, self.encoded.type_ids, feeds=self.feeds(rows.shape[0]))
 
 
 @dataclass(frozen=True)
@@ -59,6 +76,9 @@ class Computed:
     scores: np.ndarray  # (seq,)
     convergence_delta: float | None = None
     settings: dict[str, Any] | None = None
+
+
+Result = Attribution | TokenAttribution
 
 
 class Explainer(ABC):
@@ -69,7 +89,8 @@ class Explainer(ABC):
     model : a loaded :class:`~xai_onnx.Model`.
     baseline : ``"pad"`` (default), ``"mask"``, ``"unk"``, ``"zero"`` (zero embedding), or a baseline text whose tokens
         fill the non-special positions in order (the rest padded). Special tokens are always kept.
-    output : ``"prob"`` (softmax probability of the target, default) or ``"logit"``.
+    output : ``"prob"`` (softmax probability of the target; the sigmoid for a one-output model) or ``"logit"``;
+        None: the task's default (the logit for one-output models and similarity bundles, else the probability).
     batch_size : rows per onnxruntime call (the model's by default).
     """
 
@@ -80,14 +101,14 @@ class Explainer(ABC):
     #: every constructor keyword but ``model``, declared once (:mod:`xai_onnx.registry`); ``settings()`` returns them
     options: ClassVar[tuple[Option, ...]] = (BASELINE, OUTPUT, batch_option())
 
-    def __init__(self, model: Model, *, baseline: str = "pad", output: str = "prob", batch_size: int | None = None):
+    def __init__(self, model: Model, *, baseline: str = "pad", output: str | None = None, batch_size: int | None = None):
         from ..model import Model as _Model
 
         if not isinstance(model, _Model):
             raise InputError(f"model must be a xai_onnx.Model, got {type(model).__name__}: load one with Model(bundle)")
         self.model = model
         self.baseline = self._parse("baseline", baseline)
-        self.output = self._parse("output", output)
+        self.output = model.task.check_output(self._parse("output", output))
         self.batch_size = batch_option().parse(batch_size, method=self.name)
         if baseline in ("pad", "mask", "unk"):
             model.special_id(baseline)  # fail now if the tokenizer lacks it
@@ -140,34 +161,60 @@ class Explainer(ABC):
         return self.model.embed(ids)
 
     def _targets(self, target: TargetSpec, predicted: int) -> list[int]:
-        if target is None:
-            return [predicted]
-        if isinstance(target, str) and target == "all":
-            return list(range(len(self.model.labels)))
-        return [self.model.resolve_target(target)]
+        return self.model.task._classes(target, predicted)
 
     def run(self, groups: Sequence[RowGroup], gradient: bool) -> list[dict[str, np.ndarray]]:
         return self.model.run(groups, gradient=gradient, batch_size=self.batch_size)
 
     # ---- public API --------------------------------------------------------------------------------------------
-    def explain(self, texts: Sequence[str], *, target: TargetSpec = None) -> list[Attribution]:
-        """Explain each text.
+    def explain(self, texts: Any, *, target: TargetSpec = None, text_pairs: Sequence[str] | None = None,
+                **task_options: Any) -> list[Result]:
+        """Explain each text, or (text, text_pair) couple.
 
+        texts : a list of strings, or of (text, text_pair) couples (sentence pairs: NLI, cross-encoders; a
+            similarity bundle compares the two texts). text_pairs : the second texts, one per text, instead.
         target : None for the predicted class, a label name or index, or ``"all"`` for every class. With ``"all"``
-            the result holds one Attribution per text and class, text-major.
+            the result holds one Attribution per text and class, text-major. A similarity bundle takes none.
+        task_options : token classification: ``positions`` (``"entities"``, default, every position whose predicted
+            label is not the outside label; ``"all"``; or a list of token positions) and ``outside`` (the outside
+            label, ``"O"`` where the labels have it).
+
+        Returns one :class:`~xai_onnx.Attribution` per text and target (sequence classification, similarity) or one
+        :class:`~xai_onnx.results.TokenAttribution` per text (token classification).
         """
-        return list(self.iter_explain(texts, target=target))
+        return list(self.iter_explain(texts, target=target, text_pairs=text_pairs, **task_options))
 
-    def iter_explain(self, texts: Sequence[str], *, target: TargetSpec = None) -> Iterator[Attribution]:
+    def attributions(self, texts: Any, *, target: TargetSpec = None,
+                     text_pairs: Sequence[str] | None = None) -> list[Attribution]:
+        """:meth:`explain` for a sequence classifier, typed: one :class:`Attribution` per text and target. The
+        corpus tools (evaluation, the debugging report) use it; other tasks are refused with a clear message."""
+        if self.model.manifest.task != "sequence-classification":
+            raise InputError(f"this needs a sequence classifier; bundle {self.model.path} is {self.model.manifest.task}")
+        out = self.explain(texts, target=target, text_pairs=text_pairs)
+        return [r for r in out if isinstance(r, Attribution)]
+
+    def iter_explain(self, texts: Any, *, target: TargetSpec = None, text_pairs: Sequence[str] | None = None,
+                     **task_options: Any) -> Iterator[Result]:
         """Like :meth:`explain`, yielding results in input order as each chunk of texts finishes."""
-        if target is not None and not (isinstance(target, str) and target == "all"):
-            self.model.resolve_target(target)  # fail before any work
-        texts = list(texts) if not isinstance(texts, str) else texts
-        encoded_all = self.model.encode(texts)
-        for start in range(0, len(encoded_all), self.texts_per_chunk):
-            yield from self._explain_chunk(encoded_all[start:start + self.texts_per_chunk], target)
+        task = self.model.task
+        task.check_target(target)  # fail before any work
+        unknown = set(task_options) - {"positions", "outside"}
+        if unknown:
+            raise InputError(f"unknown option(s) {sorted(unknown)} for explain()")
+        if self.model.manifest.task != "token-classification" and any(v is not None for v in task_options.values()):
+            raise InputError("positions and outside apply to token-classification bundles only")
+        inputs = texts if isinstance(texts, Inputs) else self.model.inputs(texts, text_pairs)
+        if self.model.manifest.task == "token-classification":
+            from ..tasks import parse_positions
 
-    def _explain_chunk(self, encoded: list[Encoded], target: TargetSpec) -> list[Attribution]:
+            parse_positions(task_options.get("positions"))
+        per = self.texts_per_chunk
+        for start in range(0, len(inputs.texts), per):
+            chunk = Inputs(inputs.texts[start:start + per], None if inputs.pairs is None else inputs.pairs[start:start + per])
+            yield from self._explain_chunk(task.encode(chunk), target, task_options)
+
+    def _explain_chunk(self, encoded: list[Encoded], target: TargetSpec,
+                       task_options: dict[str, Any] | None = None) -> list[Result]:
         xs = [self.model.embed(e.ids) for e in encoded]
         bs = [self.baseline_embeds(e, x) for e, x in zip(encoded, xs)]
         groups = [RowGroup(x[None], e.type_ids) for e, x in zip(encoded, xs)]
@@ -175,28 +222,50 @@ class Explainer(ABC):
             groups += [RowGroup(b[None], e.type_ids) for e, b in zip(encoded, bs)]
         outs = self.run(groups, gradient=False)
         n = len(encoded)
+        units = self.model.task.units(encoded, outs[:n], target, self.output, **(task_options or {}))
+        index = {id(e): i for i, e in enumerate(encoded)}
         items: list[Item] = []
-        for i, e in enumerate(encoded):
-            logits = outs[i]["logits"][0]
-            for t in self._targets(target, int(np.argmax(logits))):
-                item = Item(e, xs[i], bs[i], t, logits, float(self.objective(logits, t)))
-                if self.needs_baseline_value:
-                    item.baseline_value = float(self.objective(outs[n + i]["logits"][0], t))
-                items.append(item)
+        for u in units:
+            i = index[id(u.encoded)]
+            logits = outs[i]["logits"][0] if "logits" in outs[i] else None
+            item = Item(u.encoded, xs[i], bs[i], u.objective.target.index, logits, float(u.objective.value(outs[i])[0]),
+                        objective=u.objective, unit=u)
+            if self.needs_baseline_value:
+                item.baseline_value = float(u.objective.value(outs[n + i])[0])
+            items.append(item)
         computed = self.compute(items) if items else []
-        return [self._result(item, c) for item, c in zip(items, computed)]
+        return self.shape(encoded, items, computed)
 
-    def _result(self, item: Item, c: Computed) -> Attribution:
-        e = item.encoded
-        labels = self.model.labels
-        probs = softmax(item.logits.astype(np.float64))
+    # ---- results -------------------------------------------------------------------------------------------------
+    def _notes(self, e: Encoded) -> list[str]:
         notes = []
         if not (~e.special).any():
             notes.append("text has no tokens to attribute (empty or whitespace only): every score is 0")
         if e.truncated:
             notes.append(f"text truncated to {len(e)} tokens (the model's limit, {self.model.manifest.max_length}); "
                          "the rest was not seen by the model")
-        predicted = int(np.argmax(item.logits))
+        return notes
+
+    def shape(self, encoded: list[Encoded], items: list[Item], computed: list[Computed]) -> list[Result]:
+        """Results in input order: one per item (sequence classification), per pair (similarity: both sides in one
+        result) or per text (token classification: its positions in one result)."""
+        task = self.model.manifest.task
+        if task == "sequence-classification":
+            return [self._result(item, c) for item, c in zip(items, computed)]
+        by_group: dict[int, list[tuple[Item, Computed]]] = {}
+        for item, c in zip(items, computed):
+            assert item.unit is not None
+            by_group.setdefault(item.unit.group, []).append((item, c))
+        if task == "similarity":
+            return [self._similarity_result(by_group[g]) for g in range(len(encoded) // 2)]
+        return [self._token_result(e, by_group.get(g, [])) for g, e in enumerate(encoded)]
+
+    def _result(self, item: Item, c: Computed) -> Attribution:
+        e = item.encoded
+        labels = self.model.labels
+        assert item.logits is not None
+        probs = probabilities(item.logits)
+        predicted = int(np.argmax(item.logits)) if len(labels) > 1 else 0
         return Attribution(
             text=e.text, method=self.name, tokens=e.tokens, offsets=e.offsets, scores=c.scores.astype(np.float64),
             target=Target(item.target, labels[item.target]), prediction=Target(predicted, labels[predicted]),
@@ -204,7 +273,54 @@ class Explainer(ABC):
             output_value=item.output_value, baseline_value=item.baseline_value,
             convergence_delta=c.convergence_delta,
             settings={**self.settings(), **self.run_settings(), **(c.settings or {})},
-            truncated=e.truncated, warnings=tuple(notes))
+            truncated=e.truncated, warnings=tuple(self._notes(e)),
+            text_pair=e.text_pair, segments=None if e.text_pair is None else tuple(e.segment_list()))
+
+    def _similarity_result(self, pair: list[tuple[Item, Computed]]) -> Attribution:
+        (a, ca), (b, cb) = pair
+        ea, eb = a.encoded, b.encoded
+        segments = [None if s is None else 0 for s in ea.segment_list()] + [None if s is None else 1 for s in eb.segment_list()]
+        sides = tuple({"segment": k, "baseline_value": it.baseline_value, "convergence_delta": c.convergence_delta}
+                      for k, (it, c) in enumerate(pair))
+        target = Target(0, "similarity")
+        extra: dict[str, Any] = {}
+        for c in (ca, cb):
+            for key, value in (c.settings or {}).items():
+                extra.setdefault(key, []).append(value)
+        return Attribution(
+            text=ea.text, method=self.name, tokens=ea.tokens + eb.tokens, offsets=ea.offsets + eb.offsets,
+            scores=np.concatenate([ca.scores, cb.scores]).astype(np.float64), target=target, prediction=target,
+            probabilities={}, output=self.output, output_value=a.output_value, baseline_value=None,
+            convergence_delta=None, settings={**self.settings(), **self.run_settings(), **extra},
+            truncated=ea.truncated or eb.truncated, warnings=tuple(self._notes(ea) + self._notes(eb)),
+            text_pair=eb.text, segments=tuple(segments), sides=sides)
+
+    def _token_result(self, e: Encoded, pieces: list[tuple[Item, Computed]]) -> TokenAttribution:
+        labels = self.model.labels
+        logits = pieces[0][0].logits if pieces else None
+        if logits is None:
+            logits = self.run([RowGroup(self.model.embed(e.ids)[None], e.type_ids)], gradient=False)[0]["logits"][0]
+        predicted = tuple(labels[int(k)] for k in np.asarray(logits).argmax(-1))
+        positions = []
+        extra: dict[str, Any] = {}
+        for item, c in pieces:
+            assert item.unit is not None and item.unit.position is not None
+            p = item.unit.position
+            positions.append(PositionAttribution(
+                position=p, token=e.tokens[p], label=predicted[p], target=Target(item.target, labels[item.target]),
+                scores=c.scores.astype(np.float64), output_value=item.output_value, baseline_value=item.baseline_value,
+                convergence_delta=c.convergence_delta))
+            for key, value in (c.settings or {}).items():
+                extra.setdefault(key, []).append(value)
+        notes = self._notes(e)
+        if not positions:
+            notes.append("no position to explain (no entity predicted, or none asked for)")
+        return TokenAttribution(
+            text=e.text, method=self.name, tokens=e.tokens, offsets=e.offsets, predicted=predicted,
+            positions=tuple(positions), output=self.output,
+            settings={**self.settings(), **self.run_settings(), **extra}, truncated=e.truncated,
+            warnings=tuple(notes), text_pair=e.text_pair,
+            segments=None if e.text_pair is None else tuple(e.segment_list()))
 
     @abstractmethod
     def compute(self, items: list[Item]) -> list[Computed]:

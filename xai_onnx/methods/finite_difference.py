@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..model import Model, RowGroup
+from ..model import Model
 from ..registry import Option, register
 from .base import BASELINE, OUTPUT, Computed, Explainer, Item, batch_option
 
@@ -22,7 +22,7 @@ class FiniteDifference(Explainer):
     options = (Option("epsilon", float, 1e-2, "finite-difference step, a fraction of x - baseline", above=0.0, below=1.0),
                BASELINE, OUTPUT, batch_option())
 
-    def __init__(self, model: Model, *, epsilon: float = 1e-2, baseline: str = "pad", output: str = "prob",
+    def __init__(self, model: Model, *, epsilon: float = 1e-2, baseline: str = "pad", output: str | None = None,
                  batch_size: int | None = None):
         super().__init__(model, baseline=baseline, output=output, batch_size=batch_size)
         self.epsilon = self._parse("epsilon", epsilon)
@@ -35,7 +35,7 @@ class FiniteDifference(Explainer):
             direction = it.x[pos] - it.baseline[pos]
             rows[2 * np.arange(len(pos)), pos] += self.epsilon * direction
             rows[2 * np.arange(len(pos)) + 1, pos] -= self.epsilon * direction
-            groups.append(RowGroup(rows, it.encoded.type_ids))
+            groups.append(it.group(rows))
             positions.append(pos)
         nonempty = [g for g in groups if g.embeds.shape[0]]
         outs = iter(self.run(nonempty, gradient=False))
@@ -43,7 +43,7 @@ class FiniteDifference(Explainer):
         for it, g, pos in zip(items, groups, positions):
             scores = np.zeros(it.x.shape[0])
             if g.embeds.shape[0]:
-                f = self.objective(next(outs)["logits"].astype(np.float64), it.target)
+                f = it.value(next(outs))
                 scores[pos] = (f[0::2] - f[1::2]) / (2 * self.epsilon)
             results.append(Computed(scores))
         return results

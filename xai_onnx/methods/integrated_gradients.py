@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..model import Model, RowGroup
+from ..model import Model
 from ..quadrature import METHODS, approximation_parameters
 from ..registry import Option, register
 from .base import BASELINE, OUTPUT, Computed, Explainer, Item, batch_option
@@ -53,7 +53,7 @@ class IntegratedGradients(Explainer):
 
     def __init__(self, model: Model, *, n_steps: int = 50, method: str = "gausslegendre",
                  internal_batch_size: int | None = None, adaptive: bool = False, tolerance: float = 0.01,
-                 max_steps: int = 512, baseline: str = "pad", output: str = "prob"):
+                 max_steps: int = 512, baseline: str = "pad", output: str | None = None):
         super().__init__(model, baseline=baseline, output=output, batch_size=internal_batch_size)
         self.internal_batch_size = self.batch_size
         n_steps, method = self._parse("n_steps", n_steps), self._parse("method", method)
@@ -75,19 +75,17 @@ class IntegratedGradients(Explainer):
     def _gradients_at(self, requests: list[tuple[Item, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
         """For each (item, alphas): F at the path points and the per-token integrand
         ``sum_hidden((x - b) * dF/dx)``, shapes (n_alphas,) and (n_alphas, seq), float64; one batched run."""
-        n_labels = len(self.model.labels)
         groups = []
         for it, alphas in requests:
             diff = it.x - it.baseline
             path = it.baseline[None] + alphas[:, None, None].astype(np.float32) * diff[None]  # (n_alphas, seq, dim)
-            w_logit, w_prob = it.weights(n_labels, self.output, len(alphas))
-            groups.append(RowGroup(path.astype(np.float32), it.encoded.type_ids, w_logit, w_prob))
+            groups.append(it.group(path.astype(np.float32)))
         outs = self.run(groups, gradient=True)
         results = []
         for (it, _), out in zip(requests, outs):
             diff = (it.x - it.baseline).astype(np.float64)
             integrand = np.einsum("ksd,sd->ks", out["grad"].astype(np.float64), diff)
-            results.append((self.objective(out["logits"], it.target).astype(np.float64), integrand))
+            results.append((it.value(out), integrand))
         return results
 
     def _fixed(self, items: list[Item]) -> list[Computed]:

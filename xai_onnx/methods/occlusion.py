@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..model import Model, RowGroup
+from ..model import Model
 from ..registry import Option, register
+from ..tokenization import Encoded
 from .base import BASELINE, OUTPUT, Computed, Explainer, Item, batch_option
 
 
@@ -27,33 +28,43 @@ class Occlusion(Explainer):
         BASELINE, OUTPUT, batch_option("perturbations_per_eval"),
     )
 
-    def __init__(self, model: Model, *, window: int = 1, stride: int = 1, baseline: str = "pad", output: str = "prob",
+    def __init__(self, model: Model, *, window: int = 1, stride: int = 1, baseline: str = "pad", output: str | None = None,
                  perturbations_per_eval: int | None = None):
         super().__init__(model, baseline=baseline, output=output, batch_size=perturbations_per_eval)
         self.perturbations_per_eval = self.batch_size
         self.window = self._parse("window", window)
         self.stride = self._parse("stride", stride)
 
+    def windows(self, e: Encoded) -> list[tuple[int, int]]:
+        """(start, end) of each occluding window, as Captum places them; in a sentence pair no window holds tokens of
+        both texts: windows run over [0, first token of the second text) and [that token, end) separately."""
+        seq = len(e)
+        second = np.flatnonzero(e.segment_ids() == 1)
+        spans = [(0, seq)] if second.size == 0 else [(0, int(second[0])), (int(second[0]), seq)]
+        out = []
+        for lo, hi in spans:
+            w = min(self.window, hi - lo)
+            out += [(int(s), int(s) + w) for s in range(lo, hi - w + 1, self.stride)]
+        return out
+
     def compute(self, items: list[Item]) -> list[Computed]:
         groups, starts_all = [], []
         for it in items:
-            seq = it.x.shape[0]
-            w = min(self.window, seq)
-            starts = np.arange(0, seq - w + 1, self.stride)
-            rows = np.repeat(it.x[None], len(starts), axis=0)  # (n_windows, seq, dim)
-            for r, s in enumerate(starts):
-                rows[r, s:s + w] = it.baseline[s:s + w]
-            groups.append(RowGroup(rows, it.encoded.type_ids))
-            starts_all.append((starts, w))
+            windows = self.windows(it.encoded)
+            rows = np.repeat(it.x[None], len(windows), axis=0)  # (n_windows, seq, dim)
+            for r, (a, b) in enumerate(windows):
+                rows[r, a:b] = it.baseline[a:b]
+            groups.append(it.group(rows))
+            starts_all.append(windows)
         outs = self.run(groups, gradient=False)
         results = []
-        for it, out, (starts, w) in zip(items, outs, starts_all):
-            drops = it.output_value - self.objective(out["logits"].astype(np.float64), it.target)  # (n_windows,)
+        for it, out, windows in zip(items, outs, starts_all):
+            drops = it.output_value - it.value(out)  # (n_windows,)
             seq = it.x.shape[0]
             total = np.zeros(seq)
             count = np.zeros(seq)
-            for s, d in zip(starts, drops):
-                total[s:s + w] += d
-                count[s:s + w] += 1
+            for (a, b), d in zip(windows, drops):
+                total[a:b] += d
+                count[a:b] += 1
             results.append(Computed(np.divide(total, count, out=np.zeros(seq), where=count > 0)))
         return results

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..model import Model, RowGroup
 from ..registry import register
-from ..results import Attribution
+from ..results import Target
+from ..tasks import ClassObjective
 from ..tokenization import Encoded
-from .base import Computed, Explainer, Item, TargetSpec, target_weights
+from .base import Computed, Explainer, Item, Result, TargetSpec, target_weights
 
 
 class _GradientMethod(Explainer):
     needs_gradient = True
 
-    def __init__(self, model: Model, *, baseline: str = "pad", output: str = "prob", batch_size: int | None = None):
+    def __init__(self, model: Model, *, baseline: str = "pad", output: str | None = None, batch_size: int | None = None):
         super().__init__(model, baseline=baseline, output=output, batch_size=batch_size)
 
     def score(self, item: Item, grad: np.ndarray) -> np.ndarray:
@@ -23,19 +26,21 @@ class _GradientMethod(Explainer):
 
     def gradients(self, items: list[Item]) -> list[np.ndarray]:
         """dF/dx per item: ndarray of shape (seq, dim)."""
-        n_labels = len(self.model.labels)
-        groups = [RowGroup(it.x[None], it.encoded.type_ids, *it.weights(n_labels, self.output, 1)) for it in items]
+        groups = [it.group(it.x[None]) for it in items]
         return [out["grad"][0].astype(np.float64) for out in self.run(groups, gradient=True)]
 
     def compute(self, items: list[Item]) -> list[Computed]:
         return [Computed(self.score(it, g)) for it, g in zip(items, self.gradients(items))]
 
-    def _explain_chunk(self, encoded: list[Encoded], target: TargetSpec) -> list[Attribution]:
+    def _explain_chunk(self, encoded: list[Encoded], target: TargetSpec,
+                       task_options: dict[str, Any] | None = None) -> list[Result]:
         """The gradient graph also returns the logits, so the forward pass the base class runs to learn the
         prediction is skipped: explicit targets (an index, a name, "all") are differentiated directly, and the
-        predicted class through the graph's arg-max weights (``w_top``) where the bundle has them."""
-        if target is None and not self.model.gradient_picks_top:
-            return super()._explain_chunk(encoded, target)
+        predicted class through the graph's arg-max weights (``w_top``) where the bundle has them. Sequence
+        classification only: other tasks choose their targets from the forward pass."""
+        if (target is None and not self.model.gradient_picks_top
+                or self.model.manifest.task != "sequence-classification"):
+            return super()._explain_chunk(encoded, target, task_options)
         n_labels = len(self.model.labels)
         column = 0 if self.output == "logit" else 1
         xs = [self.model.embed(e.ids) for e in encoded]
@@ -57,7 +62,8 @@ class _GradientMethod(Explainer):
             logits = out["logits"][0]
             baseline = self.baseline_embeds(e, x)
             for k, t in enumerate(chosen if chosen is not None else [int(np.argmax(logits))]):
-                item = Item(e, x, baseline, t, logits, float(self.objective(logits, t)))
+                objective = ClassObjective(Target(t, self.model.labels[t]), self.output, n_labels)
+                item = Item(e, x, baseline, t, logits, float(self.objective(logits, t)), objective=objective)
                 items.append(item)
                 scores.append(self.score(item, out["grad"][k].astype(np.float64)))
         return [self._result(item, Computed(s)) for item, s in zip(items, scores)]
