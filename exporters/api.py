@@ -11,12 +11,20 @@ from pathlib import Path
 
 import numpy as np
 
-from xai_onnx.manifest import SCHEMA_VERSION, GraphSpec, Manifest, SpecialToken
+from xai_onnx.manifest import DEFAULT_AXES, SCHEMA_VERSION, TASKS, GraphSpec, Manifest, SpecialToken
 
 from .errors import ExportInputError
 from .sources import first_token_last_layer, prepare
 from .storage import save_with_shared_weights
-from .trace import FORWARD_INPUTS, GRADIENT_WEIGHTS, _pick_example_sizes, example_inputs, export_graph, make_functions
+from .trace import (
+    FORWARD_INPUTS,
+    FORWARD_OUTPUTS,
+    OBJECTIVE_INPUTS,
+    _pick_example_sizes,
+    example_inputs,
+    export_graph,
+    make_functions,
+)
 from .validate import validate
 
 SUPPORTED_OPSETS = range(18, 24)
@@ -53,36 +61,48 @@ def _check_output(out_dir: Path, overwrite: bool) -> Path:
 
 def export_bundle(source: str | Path, out_dir: str | Path, *, head: str | Path | None = None,
                   max_length: int | None = None, opset: int = 18, gradient: bool = True,
-                  overwrite: bool = False, validate_export: bool = True, int8: bool = False) -> Manifest:
+                  overwrite: bool = False, validate_export: bool = True, int8: bool = False,
+                  task: str | None = None) -> Manifest:
     """Export ``source`` (a HF classifier directory, or a sentence-transformers encoder with ``head``) to ``out_dir``.
 
     The bundle is built in a temporary directory next to ``out_dir`` and moved into place only after validation
     passed, so a failed export leaves nothing behind. Returns the bundle's manifest. ``int8`` adds an int8 copy
     of the gradient graph (``Model(bundle, precision="int8")``), its fidelity against float32 in the manifest.
+    ``task`` (``sequence-classification``, ``token-classification``, ``similarity``) overrides the detected task.
     """
+    if task is not None and task not in TASKS:
+        raise ExportInputError(f"--task {task!r} is not one of {', '.join(TASKS)}")
     if int8 and not gradient:
         raise ExportInputError("--int8 quantises the gradient graph: it cannot be combined with --no-gradient")
     if opset not in SUPPORTED_OPSETS:
         raise ExportInputError(f"--opset {opset} is not supported: use {SUPPORTED_OPSETS.start} to {SUPPORTED_OPSETS.stop - 1}")
     out = _check_output(Path(out_dir), overwrite)
-    prep = prepare(source, head, max_length)
+    prep = prepare(source, head, max_length, task)
+    task = prep.task
+    if int8 and task != "sequence-classification":
+        raise ExportInputError("--int8 is available for sequence classifiers only")
     import torch
 
     n_labels = len(prep.labels)
     emb_dim = int(prep.embeddings.shape[1])
-    forbidden = {n_labels, emb_dim, int(prep.head_weight.shape[1]), prep.max_length}
+    feature_dim = int(prep.head_weight.shape[1])
+    forbidden = {n_labels, emb_dim, feature_dim, prep.max_length, 2}
     batch, seq = _pick_example_sizes(prep.max_length, forbidden)
-    fwd_fn, grad_fn = make_functions(prep.module, prep.uses_token_type_ids)
+    fwd_fn, grad_fn = make_functions(prep.module, prep.uses_token_type_ids, task)
     in_names = [n for n in FORWARD_INPUTS if n != "token_type_ids" or prep.uses_token_type_ids]
+    objective_inputs = list(OBJECTIVE_INPUTS[task])
+    seq_inputs = FORWARD_INPUTS + (tuple(objective_inputs) if task == "token-classification" else ())
     t0 = time.perf_counter()
     with torch.inference_mode(False), first_token_last_layer(prep) as first_token_only:
         models = {}
         if gradient:
-            ex = example_inputs(batch, seq, emb_dim, n_labels, prep.uses_token_type_ids, gradient=True)
-            models[FILES["gradient"]] = export_graph(grad_fn, ex, in_names + list(GRADIENT_WEIGHTS), ["logits", "grad"],
-                                                     prep.max_length, opset)
-        ex = example_inputs(batch, seq, emb_dim, n_labels, prep.uses_token_type_ids, gradient=False)
-        models[FILES["forward"]] = export_graph(fwd_fn, ex, in_names, ["logits", "features"], prep.max_length, opset)
+            ex = example_inputs(batch, seq, emb_dim, n_labels, prep.uses_token_type_ids, gradient=True, task=task,
+                                feature_dim=feature_dim)
+            models[FILES["gradient"]] = export_graph(grad_fn, ex, in_names + objective_inputs, ["logits", "grad"],
+                                                     prep.max_length, opset, seq_inputs)
+        ex = example_inputs(batch, seq, emb_dim, n_labels, prep.uses_token_type_ids, gradient=False, task=task)
+        models[FILES["forward"]] = export_graph(fwd_fn, ex, in_names, list(FORWARD_OUTPUTS[task]), prep.max_length,
+                                                opset)
     export_seconds = time.perf_counter() - t0
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -93,12 +113,14 @@ def export_bundle(source: str | Path, out_dir: str | Path, *, head: str | Path |
     try:
         sizes = save_with_shared_weights(models, tmp, FILES["weights"])
         np.save(tmp / FILES["embeddings"], prep.embeddings)
-        np.savez(tmp / FILES["head"], W=prep.head_weight, b=prep.head_bias, labels=np.array(prep.labels))
+        if prep.head_weight.shape[0]:
+            np.savez(tmp / FILES["head"], W=prep.head_weight, b=prep.head_bias, labels=np.array(prep.labels))
         (tmp / FILES["tokenizer"]).write_text(prep.tokenizer_json, encoding="utf-8")
         report = {}
         if validate_export:
             report = validate(tmp / FILES["forward"], tmp / FILES["gradient"] if gradient else None, (fwd_fn, grad_fn),
-                              prep.embeddings, n_labels, prep.uses_token_type_ids, prep.max_length, (batch, seq))
+                              prep.embeddings, n_labels, prep.uses_token_type_ids, prep.max_length, (batch, seq),
+                              task=task, feature_dim=feature_dim)
         if int8:
             from .quantize import int8_fidelity, quantize_gradient
 
@@ -109,7 +131,13 @@ def export_bundle(source: str | Path, out_dir: str | Path, *, head: str | Path |
         report["export_seconds"] = round(export_seconds, 2)
         report["weights_bytes"] = sizes
         io_names = {n: n for n in in_names}
-        grad_io = ({**io_names, **{w: w for w in GRADIENT_WEIGHTS}}, {"logits": "logits", "grad": "grad"})  # both copies
+        axes = DEFAULT_AXES[task]
+        fwd_out = {n: n for n in FORWARD_OUTPUTS[task]}
+        grad_in = {**io_names, **{w: w for w in objective_inputs}}
+        grad_out = {"logits": "logits", "grad": "grad"}
+
+        def spec(file: str, inputs: dict[str, str], outputs: dict[str, str]) -> GraphSpec:
+            return GraphSpec(file, inputs, outputs, {r: list(axes[r]) for r in [*inputs, *outputs]})
         manifest = Manifest(
             schema_version=SCHEMA_VERSION,
             source_kind=prep.source_kind,
@@ -119,19 +147,22 @@ def export_bundle(source: str | Path, out_dir: str | Path, *, head: str | Path |
             special_tokens={k: SpecialToken(str(v["token"]), int(v["id"])) for k, v in prep.special_tokens.items()},
             max_length=prep.max_length,
             embedding_dim=emb_dim,
-            feature_dim=int(prep.head_weight.shape[1]),
+            feature_dim=feature_dim,
             vocab_size=int(prep.embeddings.shape[0]),
             uses_token_type_ids=prep.uses_token_type_ids,
             opset=opset,
             tokenizer_file=FILES["tokenizer"],
             embeddings_file=FILES["embeddings"],
-            head_file=FILES["head"],
+            head_file=FILES["head"] if prep.head_weight.shape[0] else "",
             weights_file=FILES["weights"],
-            forward=GraphSpec(FILES["forward"], io_names, {"logits": "logits", "features": "features"}),
-            gradient=GraphSpec(FILES["gradient"], *grad_io) if gradient else None,
-            gradient_int8=GraphSpec(FILES["gradient_int8"], *grad_io) if int8 else None,
+            forward=spec(FILES["forward"], io_names, fwd_out),
+            gradient=spec(FILES["gradient"], grad_in, grad_out) if gradient else None,
+            gradient_int8=spec(FILES["gradient_int8"], grad_in, grad_out) if int8 else None,
             tool_versions=_versions(),
             validation=report,
+            task=task,
+            pooling=prep.pooling,
+            normalize=prep.normalize,
         )
         manifest.save(tmp)
         if out.exists():

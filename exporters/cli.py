@@ -32,6 +32,9 @@ def main(argv: Sequence[str]) -> int:
     p.add_argument("out_dir", nargs="?", help="bundle directory to create")
     p.add_argument("--default", action="store_true",
                    help="export the default model (all-MiniLM-L6-v2 + the bundled SST-2 sentiment head) into the user cache")
+    p.add_argument("--task", default=None, choices=("sequence-classification", "token-classification", "similarity"),
+                   help="what to export (default: detected: a sentence-transformers encoder without --head is "
+                        "similarity, else the config's *ForTokenClassification / *ForSequenceClassification)")
     p.add_argument("--head", default=None, help="linear head .npz (W: labels x hidden, b, labels) for an encoder source")
     p.add_argument("--max-length", type=int, default=None, help="token limit (default: the model's)")
     p.add_argument("--opset", type=int, default=18)
@@ -55,6 +58,7 @@ def main(argv: Sequence[str]) -> int:
         p.error("give SOURCE and OUT_DIR, or --default")
     try:
         m = export_bundle(args.source, args.out_dir, head=args.head, max_length=args.max_length, opset=args.opset,
+                          task=args.task,
                           gradient=not args.no_gradient, overwrite=args.overwrite, validate_export=not args.no_validate,
                           int8=args.int8)
     except ExportInputError as exc:

@@ -75,6 +75,10 @@ class Prepared:
     tokenizer_json: str
     # the last layer, when only its first position reaches the head (CLS pooling) and ArchSpec.layout knows it
     first_token_layer: torch.nn.Module | None = None
+    task: str = "sequence-classification"  # xai_onnx.manifest.TASKS
+    pooling: str | None = None
+    normalize: bool = False
+    loading: dict[str, Any] | None = None  # checkpoint tensors the model did not use (recorded in the manifest)
 
 
 class _Classifier(torch.nn.Module):
@@ -99,6 +103,34 @@ class _Classifier(torch.nn.Module):
         return logits, captured[0]
 
 
+class _SentenceEncoder(torch.nn.Module):
+    """Encoder + (mean or CLS) pooling + optional L2 normalisation: ``(embedding,)``, the similarity task's graph."""
+
+    def __init__(self, encoder: torch.nn.Module, pooling: str, normalize: bool, token_type_ids: bool):
+        super().__init__()
+        self.encoder = encoder
+        self.pooling = pooling
+        self.normalize = normalize
+        self.takes_token_type_ids = token_type_ids
+
+    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None):
+        kwargs: dict[str, torch.Tensor | None] = {"inputs_embeds": inputs_embeds, "attention_mask": attention_mask}
+        if self.takes_token_type_ids:
+            kwargs["token_type_ids"] = token_type_ids
+        return (_pool(self.encoder(**kwargs).last_hidden_state, attention_mask, self.pooling, self.normalize),)
+
+
+def _pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str, normalize: bool) -> torch.Tensor:
+    if pooling == "mean":
+        m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+    else:
+        pooled = hidden[:, 0]
+    if normalize:
+        pooled = torch.nn.functional.normalize(pooled, p=2.0, dim=-1)
+    return pooled
+
+
 class _SentenceEncoderClassifier(torch.nn.Module):
     """Encoder + (mean or CLS) pooling + optional L2 normalisation + a linear head."""
 
@@ -118,14 +150,7 @@ class _SentenceEncoderClassifier(torch.nn.Module):
         kwargs: dict[str, torch.Tensor | None] = {"inputs_embeds": inputs_embeds, "attention_mask": attention_mask}
         if self.takes_token_type_ids:
             kwargs["token_type_ids"] = token_type_ids
-        hidden = self.encoder(**kwargs).last_hidden_state  # (batch, seq, hidden)
-        if self.pooling == "mean":
-            m = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
-        else:
-            pooled = hidden[:, 0]
-        if self.normalize:
-            pooled = torch.nn.functional.normalize(pooled, p=2.0, dim=-1)
+        pooled = _pool(self.encoder(**kwargs).last_hidden_state, attention_mask, self.pooling, self.normalize)
         return self.head(pooled), pooled
 
 
@@ -200,25 +225,87 @@ def _is_sentence_transformer(source: Path) -> bool:
     return (source / "modules.json").is_file()
 
 
-def prepare(source: str | Path, head: str | Path | None = None, max_length: int | None = None) -> Prepared:
-    """Load a source directory (and optional head) for export; raises ExportInputError on anything unusable."""
+TASK_SUFFIXES = {"ForSequenceClassification": "sequence-classification", "ForTokenClassification": "token-classification"}
+
+
+def detect_task(source: Path, head: Path | None) -> str:
+    """What a source is: a sentence-transformers encoder (similarity, or sequence classification with a head), else
+    what its config's ``architectures`` say (``*ForTokenClassification`` or ``*ForSequenceClassification``)."""
+    if head is not None:
+        return "sequence-classification"
+    if _is_sentence_transformer(source):
+        return "similarity"
+    cfg = _read_json(source / "config.json") if (source / "config.json").is_file() else {}
+    found = {t for a in cfg.get("architectures") or [] for suffix, t in TASK_SUFFIXES.items() if str(a).endswith(suffix)}
+    if len(found) == 1:
+        return found.pop()
+    if not found and cfg.get("architectures"):
+        raise ExportInputError(
+            f"{source} holds a {', '.join(cfg['architectures'])}: not a sequence or token classifier. Give --task "
+            "(sequence-classification, token-classification, similarity) to export it as one; its head must exist")
+    return "sequence-classification"
+
+
+def prepare(source: str | Path, head: str | Path | None = None, max_length: int | None = None,
+            task: str | None = None) -> Prepared:
+    """Load a source directory (and optional head) for export; raises ExportInputError on anything unusable.
+
+    ``task`` overrides what :func:`detect_task` finds; the checkpoint must still fill every weight of the model built
+    for it (no newly initialised parameter), or the export is refused."""
     source = Path(source)
+    if not source.is_dir():
+        raise ExportInputError(f"source directory not found: {source}")
+    found = detect_task(source, Path(head) if head is not None else None) if task is None else task
+    if found == "similarity":
+        if head is not None:
+            raise ExportInputError("--head makes a sentence-encoder classifier; a similarity bundle has no head")
+        return _prepare_sentence_encoder(source, None, max_length)
     if head is not None or _is_sentence_transformer(source):
         if head is None:
             raise ExportInputError(
-                f"{source} is a sentence-embedding encoder: give its linear head with --head HEAD.npz (W, b, labels)"
+                f"{source} is a sentence-embedding encoder: give its linear head with --head HEAD.npz (W, b, labels), "
+                "or export it for similarity with --task similarity"
             )
+        if found != "sequence-classification":
+            raise ExportInputError(f"a sentence encoder with a head is a sequence classifier, not {found}")
         return _prepare_sentence_encoder(source, Path(head), max_length)
-    return _prepare_classifier(source, max_length)
+    return _prepare_classifier(source, max_length, found)
 
 
-def _prepare_classifier(source: Path, max_length: int | None) -> Prepared:
-    from transformers import AutoModelForSequenceClassification
+def _load_checked(cls: Any, source: Path) -> Any:
+    """Load ``cls`` from ``source`` and refuse when the checkpoint does not fill every parameter: transformers only
+    warns and initialises the missing ones at random (a token classifier loaded as a sequence classifier got a random
+    pooler, validated against that same wrong model)."""
+    model, info = cls.from_pretrained(str(source), attn_implementation="eager", output_loading_info=True)
+    missing = sorted(info.get("missing_keys") or [])
+    mismatched = [k[0] if isinstance(k, tuple) else k for k in info.get("mismatched_keys") or []]
+    if missing or mismatched:
+        names = ", ".join((missing + mismatched)[:6]) + (" ..." if len(missing) + len(mismatched) > 6 else "")
+        raise ExportInputError(
+            f"{source} does not fill every weight of {cls.__name__} (missing or mismatched: {names}): the model would "
+            "be exported with randomly initialised weights. Check that the checkpoint is the task you export "
+            "(--task), and that it was saved whole")
+    # a checkpoint tensor the model leaves unused is part of a computation the export would drop (a sequence
+    # classifier's pooler when exported as a token classifier); buffers that transformers recomputes are harmless
+    unused = sorted(k for k in info.get("unexpected_keys") or [] if not k.endswith("position_ids"))
+    if unused:
+        names = ", ".join(unused[:6]) + (" ..." if len(unused) > 6 else "")
+        raise ExportInputError(
+            f"{source} holds weights that {cls.__name__} does not use ({names}): the checkpoint is another kind of "
+            "model than the one exported; check --task (or the config's architectures)")
+    return model.eval()
+
+
+def _prepare_classifier(source: Path, max_length: int | None, task: str = "sequence-classification") -> Prepared:
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
     config = _load_config(source)
     spec = _check_model_type(config.model_type, source)
-    model = AutoModelForSequenceClassification.from_pretrained(str(source), attn_implementation="eager").eval()
-    head = model.get_submodule(spec.head)
+    token = task == "token-classification"
+    if task not in ("sequence-classification", "token-classification"):
+        raise ExportInputError(f"task {task!r} cannot be exported from a Hugging Face classifier directory")
+    model = _load_checked(AutoModelForTokenClassification if token else AutoModelForSequenceClassification, source)
+    head = model.get_submodule("classifier" if token else spec.head)
     if not isinstance(head, torch.nn.Linear):
         raise ExportInputError(f"{source}: expected a linear classification head at {spec.head}, found {type(head).__name__}")
     if getattr(config, "problem_type", None) == "multi_label_classification":
@@ -229,11 +316,12 @@ def _prepare_classifier(source: Path, max_length: int | None) -> Prepared:
     id2label = getattr(config, "id2label", None) or {}
     labels = [str(id2label.get(i, f"LABEL_{i}")) for i in range(n)]
     # these architectures' classification heads read the first position only (BERT's pooler, the others' x[:, 0],
-    # DistilBERT's hidden_state[:, 0])
-    last = model.base_model.get_submodule(spec.layers)[-1] if spec.layers else None
+    # DistilBERT's hidden_state[:, 0]); a token classifier reads every position
+    last = model.base_model.get_submodule(spec.layers)[-1] if spec.layers and not token else None
     return Prepared(
         module=_Classifier(model, head, spec.token_type_ids).eval(),
-        source_kind="hf-classifier",
+        source_kind="hf-token-classifier" if token else "hf-classifier",
+        task=task,
         model_type=config.model_type,
         architecture=(config.architectures or [type(model).__name__])[0],
         labels=labels,
@@ -272,7 +360,7 @@ def _load_head(path: Path, hidden: int) -> tuple[np.ndarray, np.ndarray, list[st
     return w, b, labels
 
 
-def _prepare_sentence_encoder(source: Path, head_path: Path, max_length: int | None) -> Prepared:
+def _prepare_sentence_encoder(source: Path, head_path: Path | None, max_length: int | None) -> Prepared:
     from transformers import AutoModel
 
     if not source.is_dir():
@@ -305,11 +393,29 @@ def _prepare_sentence_encoder(source: Path, head_path: Path, max_length: int | N
             st_max = _read_json(bert_cfg).get("max_seq_length")
     config = _load_config(encoder_dir)
     spec = _check_model_type(config.model_type, encoder_dir)
-    encoder = AutoModel.from_pretrained(str(encoder_dir), attn_implementation="eager").eval()
+    encoder = _load_checked(AutoModel, encoder_dir)
     hidden = int(config.hidden_size)
-    w, b, labels = _load_head(head_path, hidden)
     tok_json, specials, mml = _tokenizer_parts(encoder_dir)
     limit = _position_limit(config, spec)
+    if head_path is None:
+        return Prepared(
+            module=_SentenceEncoder(encoder, pooling, normalize, spec.token_type_ids).eval(),
+            source_kind="sentence-transformer",
+            model_type=config.model_type,
+            architecture=f"{type(encoder).__name__}+{pooling}-pooling{'+normalize' if normalize else ''}",
+            labels=["similarity"],
+            special_tokens=specials,
+            max_length=_resolve_max_length(max_length, limit, [mml, int(st_max) if st_max else None]),
+            position_limit=limit,
+            uses_token_type_ids=spec.token_type_ids,
+            embeddings=encoder.get_input_embeddings().weight.detach().numpy().astype(np.float32, copy=True),
+            head_weight=np.zeros((0, hidden), np.float32),
+            head_bias=np.zeros((0,), np.float32),
+            tokenizer_json=tok_json,
+            first_token_layer=encoder.get_submodule(spec.layers)[-1] if spec.layers and pooling == "cls" else None,
+            task="similarity", pooling=pooling, normalize=normalize,
+        )
+    w, b, labels = _load_head(head_path, hidden)
     return Prepared(
         module=_SentenceEncoderClassifier(encoder, pooling, normalize, w, b, spec.token_type_ids).eval(),
         source_kind="sentence-transformer",
@@ -325,6 +431,7 @@ def _prepare_sentence_encoder(source: Path, head_path: Path, max_length: int | N
         head_bias=b,
         tokenizer_json=tok_json,
         first_token_layer=encoder.get_submodule(spec.layers)[-1] if spec.layers and pooling == "cls" else None,
+        pooling=pooling, normalize=normalize,
     )
 
 

@@ -20,6 +20,11 @@ from .errors import ExportError
 
 FORWARD_INPUTS = ("inputs_embeds", "attention_mask", "token_type_ids")
 GRADIENT_WEIGHTS = ("w_logit", "w_prob", "w_top")
+# the gradient graph's objective inputs and the graphs' outputs, per task (axes: xai_onnx.manifest.DEFAULT_AXES)
+OBJECTIVE_INPUTS = {"sequence-classification": GRADIENT_WEIGHTS, "token-classification": GRADIENT_WEIGHTS,
+                    "similarity": ("other",)}
+FORWARD_OUTPUTS = {"sequence-classification": ("logits", "features"), "token-classification": ("logits", "features"),
+                   "similarity": ("features",)}
 
 
 @contextlib.contextmanager
@@ -54,7 +59,8 @@ def _quiet() -> Iterator[None]:
 
 
 def example_inputs(batch: int, seq: int, embedding_dim: int, n_labels: int, uses_tt: bool,
-                   gradient: bool) -> tuple[torch.Tensor, ...]:
+                   gradient: bool, task: str = "sequence-classification",
+                   feature_dim: int = 0) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(0)
     embeds = torch.randn(batch, seq, embedding_dim, generator=g) * 0.05
     mask = torch.ones(batch, seq, dtype=torch.int64)
@@ -62,29 +68,46 @@ def example_inputs(batch: int, seq: int, embedding_dim: int, n_labels: int, uses
     inputs: list[torch.Tensor] = [embeds, mask]
     if uses_tt:
         inputs.append(torch.zeros(batch, seq, dtype=torch.int64))
-    if gradient:
-        inputs += [torch.randn(batch, n_labels, generator=g), torch.randn(batch, n_labels, generator=g),
-                   torch.randn(batch, 2, generator=g)]
+    if gradient and task == "similarity":
+        inputs.append(torch.randn(batch, feature_dim, generator=g))
+    elif gradient:
+        lead = (batch, seq) if task == "token-classification" else (batch,)
+        inputs += [torch.randn(*lead, n_labels, generator=g), torch.randn(*lead, n_labels, generator=g),
+                   torch.randn(*lead, 2, generator=g)]
     return tuple(inputs)
 
 
-def make_functions(module: torch.nn.Module, uses_tt: bool):
-    """The two functions traced: forward -> (logits, features), gradient -> (logits, grad)."""
+def make_functions(module: torch.nn.Module, uses_tt: bool, task: str = "sequence-classification"):
+    """The two functions traced: forward -> the task's outputs (logits and features; features alone for
+    similarity), gradient -> (logits, grad), with ``grad = d objective / d inputs_embeds``:
+
+    - classification: ``sum(w_logit * logits + w_prob * probs) + sum(top * (w_top[..., :1] * logits + w_top[..., 1:] *
+      probs))``, over (batch, labels) or, for token classification, (batch, sequence, labels); ``probs`` is the
+      softmax over labels, or the sigmoid for a one-output model; ``top`` the one-hot arg-max label (first max).
+    - similarity: the cosine between the encoding and ``other`` (batch, features), returned as (batch, 1) logits.
+    """
+    n_in = 3 if uses_tt else 2
 
     def forward_fn(*args: torch.Tensor):
         with torch.no_grad():
             return module(*args)
 
     def gradient_fn(*args: torch.Tensor):
-        n_in = 3 if uses_tt else 2
         embeds = args[0].detach().requires_grad_(True)
-        w_logit, w_prob, w_top = args[n_in], args[n_in + 1], args[n_in + 2]
         with torch.enable_grad():
+            if task == "similarity":
+                (encoded,) = module(embeds, *args[1:n_in])
+                other = args[n_in]
+                cos = (encoded * other).sum(-1) / (encoded.norm(dim=-1) * other.norm(dim=-1)).clamp(min=1e-12)
+                (grad,) = torch.autograd.grad(cos.sum(), embeds)
+                return cos.detach()[:, None], grad
+            w_logit, w_prob, w_top = args[n_in], args[n_in + 1], args[n_in + 2]
             logits, _ = module(embeds, *args[1:n_in])
-            probs = torch.softmax(logits, dim=-1)
+            probs = torch.sigmoid(logits) if logits.shape[-1] == 1 else torch.softmax(logits, dim=-1)
             classes = torch.arange(logits.shape[-1], device=logits.device)
-            top = (classes[None, :] == logits.detach().argmax(dim=-1, keepdim=True)).to(logits.dtype)  # first max
-            objective = (w_logit * logits + w_prob * probs).sum() + (top * (w_top[:, :1] * logits + w_top[:, 1:] * probs)).sum()
+            top = (classes == logits.detach().argmax(dim=-1, keepdim=True)).to(logits.dtype)  # first max
+            objective = ((w_logit * logits + w_prob * probs).sum()
+                         + (top * (w_top[..., :1] * logits + w_top[..., 1:] * probs)).sum())
             (grad,) = torch.autograd.grad(objective, embeds)
         return logits.detach(), grad
 
@@ -101,7 +124,7 @@ def _pick_example_sizes(max_length: int, forbidden: set[int]) -> tuple[int, int]
 
 
 def export_graph(fn: Any, inputs: tuple[torch.Tensor, ...], input_names: list[str], output_names: list[str],
-                 max_length: int, opset: int):
+                 max_length: int, opset: int, sequence_inputs: tuple[str, ...] = FORWARD_INPUTS):
     """Trace ``fn`` symbolically and convert it to an ONNX ModelProto with dynamic batch and sequence axes."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
@@ -109,7 +132,7 @@ def export_graph(fn: Any, inputs: tuple[torch.Tensor, ...], input_names: list[st
     seq = torch.export.Dim("sequence", min=1, max=max_length)
     shapes: list[dict[int, Any]] = []
     for name in input_names:
-        shapes.append({0: batch, 1: seq} if name in FORWARD_INPUTS else {0: batch})
+        shapes.append({0: batch, 1: seq} if name in sequence_inputs else {0: batch})
     try:
         with _tracing_config(), _quiet():
             gm = make_fx(fn, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*inputs)

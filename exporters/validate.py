@@ -41,9 +41,32 @@ def random_feeds(rng: np.random.Generator, embeddings: np.ndarray, batch: int, s
     return feeds
 
 
+def _objective_inputs(rng: np.random.Generator, task: str, kind: str, b: int, s: int, n_labels: int,
+                      feature_dim: int) -> dict[str, np.ndarray]:
+    """Random one-hot objective weights of one kind (logit, prob, top) for a classifier's gradient graph, or a
+    random ``other`` encoding for a similarity graph."""
+    if task == "similarity":
+        return {"other": rng.normal(size=(b, feature_dim)).astype(np.float32)}
+    lead = (b, s) if task == "token-classification" else (b,)
+    target = np.zeros((*lead, n_labels), dtype=np.float32)
+    idx = np.indices(lead).reshape(len(lead), -1)
+    if task == "token-classification":  # a few positions of each row, as explaining several entities at once does
+        keep = rng.random(idx.shape[1]) < 0.5
+        keep[0] = True
+        idx = idx[:, keep]
+    target[(*idx, rng.integers(0, n_labels, size=idx.shape[1]))] = 1.0
+    zeros = np.zeros_like(target)
+    w_logit, w_prob = (target, zeros) if kind == "logit" else (zeros, target) if kind == "prob" else (zeros, zeros)
+    w_top = np.zeros((*lead, 2), dtype=np.float32)
+    if kind == "top":  # the arg-max class: its logit in some rows, its probability in the others
+        w_top[(*idx, rng.integers(0, 2, size=idx.shape[1]))] = 1.0
+    return {"w_logit": w_logit, "w_prob": w_prob, "w_top": w_top}
+
+
 def validate(forward_path: Path, gradient_path: Path | None, functions: tuple[Any, Any], embeddings: np.ndarray,
              n_labels: int, uses_tt: bool, max_length: int, trace_shape: tuple[int, int],
-             tolerance: float = TOLERANCE) -> dict[str, Any]:
+             tolerance: float = TOLERANCE, task: str = "sequence-classification",
+             feature_dim: int = 0) -> dict[str, Any]:
     """Return the measured errors; raise ValidationError if any exceeds ``tolerance``."""
     import onnxruntime as ort
 
@@ -53,33 +76,41 @@ def validate(forward_path: Path, gradient_path: Path | None, functions: tuple[An
     fwd = ort.InferenceSession(str(forward_path), so, providers=["CPUExecutionProvider"])
     grad = ort.InferenceSession(str(gradient_path), so, providers=["CPUExecutionProvider"]) if gradient_path else None
     rng = np.random.default_rng(1234)
-    errors: dict[str, float] = {"logits": 0.0, "features": 0.0, "grad_logit": 0.0, "grad_prob": 0.0, "grad_top": 0.0}
+    outputs = ["features"] if task == "similarity" else ["logits", "features"]
+    kinds = ("similarity",) if task == "similarity" else ("logit", "prob", "top")
+    errors: dict[str, float] = {**{k: 0.0 for k in outputs}, **{f"grad_{k}": 0.0 for k in kinds}}
+    if task == "similarity":
+        errors["logits"] = 0.0
     shapes = validation_shapes(max_length, trace_shape)
     for b, s in shapes:
         feeds = random_feeds(rng, embeddings, b, s, uses_tt, pad_last_row=True)
         t_in = [torch.from_numpy(v) for v in feeds.values()]
-        ref_logits, ref_feats = (t.numpy() for t in forward_fn(*t_in))
-        logits, feats = fwd.run(["logits", "features"], feeds)
-        errors["logits"] = max(errors["logits"], _rel(logits, ref_logits))
-        errors["features"] = max(errors["features"], _rel(feats, ref_feats))
+        refs = [t.numpy() for t in forward_fn(*t_in)]
+        for name, out, ref in zip(outputs, fwd.run(outputs, feeds), refs):
+            if task == "token-classification":  # padded positions are not compared: nothing reads them
+                keep = feeds["attention_mask"].astype(bool)
+                out, ref = out[keep], ref[keep]
+            errors[name] = max(errors[name], _rel(out, ref))
         if grad is None:
             continue
-        for kind in ("logit", "prob", "top"):
-            target = np.zeros((b, n_labels), dtype=np.float32)
-            target[np.arange(b), rng.integers(0, n_labels, size=b)] = 1.0
-            zeros = np.zeros_like(target)
-            w_logit, w_prob = (target, zeros) if kind == "logit" else (zeros, target) if kind == "prob" else (zeros, zeros)
-            w_top = np.zeros((b, 2), dtype=np.float32)
-            if kind == "top":  # the arg-max class: its logit in some rows, its probability in the others
-                w_top[np.arange(b), rng.integers(0, 2, size=b)] = 1.0
-            weights = {"w_logit": w_logit, "w_prob": w_prob, "w_top": w_top}
+        for kind in kinds:
+            weights = _objective_inputs(rng, task, kind, b, s, n_labels, feature_dim)
+            if task == "token-classification":  # no weight on padded positions: the runtime never puts one there
+                for w in weights.values():
+                    w[~feeds["attention_mask"].astype(bool)] = 0.0
             ref_l, ref_g = (t.numpy() for t in gradient_fn(*t_in, *(torch.from_numpy(w) for w in weights.values())))
             out_l, out_g = grad.run(["logits", "grad"], {**feeds, **weights})
+            if task == "token-classification":
+                keep = feeds["attention_mask"].astype(bool)
+                out_l, ref_l = out_l[keep], ref_l[keep]
             # padded positions get no gradient in either; compare where it can be non-zero
             errors["logits"] = max(errors["logits"], _rel(out_l, ref_l))
             errors[f"grad_{kind}"] = max(errors[f"grad_{kind}"], _rel(out_g, ref_g))
     if grad is None:
-        del errors["grad_logit"], errors["grad_prob"], errors["grad_top"]
+        for kind in kinds:
+            del errors[f"grad_{kind}"]
+        if task == "similarity":
+            del errors["logits"]
     report = {"tolerance": tolerance, "shapes": [list(s) for s in shapes], "max_relative_error": errors,
               "reference": "torch autograd"}
     bad = {k: v for k, v in errors.items() if not v <= tolerance}

@@ -20,7 +20,10 @@ def _common(p: argparse.ArgumentParser, formats: tuple[str, ...] = ("json", "tex
     p.add_argument("bundle", help="bundle directory written by `xai-onnx export`")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", nargs="+", help="one or more texts")
-    src.add_argument("--input", help="a text file (one text a line) or JSONL with a \"text\" field")
+    src.add_argument("--input", help="a text file (one text a line) or JSONL with a \"text\" field (and \"text_pair\" "
+                     "for sentence pairs)")
+    p.add_argument("--text-pair", nargs="+", default=None, help="the second text of each pair, one per --text "
+                   "(NLI, cross-encoders, similarity)")
     p.add_argument("--format", choices=formats, default="json")
     _runtime_options(p)
 
@@ -37,6 +40,22 @@ def _texts(args: argparse.Namespace) -> list[str]:
     return list(args.text) if args.text is not None else read_texts(args.input)
 
 
+def _inputs(args: argparse.Namespace) -> tuple[list[str], list[str] | None]:
+    """Texts and, for sentence pairs, their second texts: ``--text-pair`` beside ``--text`` (equal counts), or a
+    JSONL ``text_pair`` field on every line."""
+    from .io import read_text_pairs
+
+    pairs = getattr(args, "text_pair", None)
+    if args.text is not None:
+        texts = list(args.text)
+        if pairs is not None and len(pairs) != len(texts):
+            raise InputError(f"{len(texts)} --text and {len(pairs)} --text-pair: give one pair text per text")
+        return texts, None if pairs is None else list(pairs)
+    if pairs is not None:
+        raise InputError("--text-pair goes with --text; in an --input JSONL file give each line a \"text_pair\"")
+    return read_text_pairs(args.input)
+
+
 def _model(args: argparse.Namespace):
     from .model import Model
 
@@ -45,13 +64,20 @@ def _model(args: argparse.Namespace):
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    preds = _model(args).predict(_texts(args))
+    texts, pairs = _inputs(args)
+    preds = _model(args).predict(texts, pairs)
     if args.format == "json":
         print(json.dumps({"results": [p.to_dict() for p in preds]}, ensure_ascii=False))
     else:
         for p in preds:
-            probs = "  ".join(f"{k}={v:.3f}" for k, v in p.probabilities.items())
-            print(f"{p.label:<12} {probs}  {p.text}")
+            text = p.text if p.text_pair is None else f"{p.text} || {p.text_pair}"
+            if p.token_labels is not None:
+                print(" ".join(f"{t}/{lab}" for t, lab in zip(p.tokens or (), p.token_labels)))
+            elif p.score is not None and not p.probabilities:
+                print(f"similarity {p.score:+.4f}  {text}")
+            else:
+                probs = "  ".join(f"{k}={v:.3f}" for k, v in p.probabilities.items())
+                print(f"{p.label:<12} {probs}  {text}")
     return 0
 
 
@@ -63,8 +89,27 @@ def make_explainer(model: Any, method: str, options: dict[str, Any]):
 
 
 def _format_text(r: Any) -> str:
-    head = (f"{r.text!r}\n  predicted {r.label} ({r.probabilities[r.label]:.3f}); target {r.target.label}; "
-            f"method {r.method}" + (f"; convergence delta {r.convergence_delta:+.2e}" if r.convergence_delta is not None else ""))
+    from .results import TokenAttribution
+
+    if isinstance(r, TokenAttribution):
+        lines = [f"{r.text!r}" + (f" || {r.text_pair!r}" if r.text_pair is not None else "") + f"\n  method {r.method}; "
+                 "labels: " + " ".join(f"{t}/{lab}" for t, lab in zip(r.tokens, r.predicted))]
+        for p in r.positions:
+            delta = f"; convergence delta {p.convergence_delta:+.2e}" if p.convergence_delta is not None else ""
+            lines.append(f"  position {p.position} {p.token!r} predicted {p.label}; target {p.target.label}{delta}")
+            peak = max((abs(float(s)) for s in p.scores), default=0.0) or 1.0
+            for tok, s in zip(r.tokens, p.scores):
+                lines.append(f"    {tok:<16} {float(s):+.5f} {('+' if s >= 0 else '-') * int(round(10 * abs(float(s)) / peak))}")
+        lines += [f"  note: {w}" for w in r.warnings]
+        return "\n".join(lines)
+    if r.text_pair is not None:
+        r_text = f"{r.text!r} || {r.text_pair!r}"
+    else:
+        r_text = f"{r.text!r}"
+    head = (f"{r_text}\n  predicted {r.label} ({r.probabilities[r.label]:.3f}); target {r.target.label}; "
+            f"method {r.method}" + (f"; convergence delta {r.convergence_delta:+.2e}" if r.convergence_delta is not None else "")
+            + "".join(f"; side {s['segment']} delta {s['convergence_delta']:+.2e}" for s in (r.sides or ())
+                      if s.get("convergence_delta") is not None))
     peak = max((abs(float(s)) for s in r.scores), default=0.0) or 1.0
     lines = [head]
     for tok, s in zip(r.tokens, r.scores):
@@ -83,15 +128,22 @@ def cmd_explain(args: argparse.Namespace) -> int:
     target = args.target  # a label name, an index as text, or "all": Model.resolve_target reads each
     from .progress import Progress
 
-    texts = _texts(args)
-    per_text = len(model.labels) if target == "all" else 1
+    texts, pairs = _inputs(args)
+    task_options = {}
+    if model.manifest.task == "token-classification":
+        task_options = {"positions": args.positions, "outside": args.outside}
+    elif args.positions is not None or args.outside is not None:
+        raise InputError(f"--positions and --outside apply to token-classification bundles; this one is {model.manifest.task}")
+    per_text = len(model.labels) if target == "all" and model.manifest.task == "sequence-classification" else 1
     bar = Progress(len(texts) * per_text * len(explainers), "explain", enabled=False if args.quiet else None)
     results = []
     for ex in explainers:
-        for r in ex.iter_explain(texts, target=target):  # chunk by chunk, so a killed run keeps what it streamed
+        # chunk by chunk, so a killed run keeps what it streamed
+        for r in ex.iter_explain(texts, target=target, text_pairs=pairs, **task_options):
             bar.update()
             if r.truncated and ex is explainers[0]:
-                print(f"xai-onnx: note: {r.warnings[-1]}: {r.text[:40]!r}...", file=sys.stderr)
+                note = next((w for w in r.warnings if "truncated" in w), "text truncated")
+                print(f"xai-onnx: note: {note}: {r.text[:40]!r}...", file=sys.stderr)
             if args.format == "jsonl":
                 print(json.dumps({"method": ex.name, **r.to_dict()}, ensure_ascii=False), flush=True)
             elif args.format == "text":
@@ -259,6 +311,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, metadata.EntryPoi
     p.add_argument("--quiet", action="store_true", help="no progress bar (it shows only when stderr is a terminal)")
     p.add_argument("--method", required=True, help=f"one of {', '.join(method_names())}, or several comma-separated")
     p.add_argument("--target", default=None, help="label name or index, or 'all' (default: the predicted class)")
+    p.add_argument("--positions", default=None, help="token classification: entities (default: every position whose "
+                   "predicted label is not the outside label), all, or positions like 1,4")
+    p.add_argument("--outside", default=None, help="token classification: the outside label (default O)")
     add_method_arguments(p, skip=("batch_size",))  # --batch-size is the model's (rows per onnxruntime call)
     p.set_defaults(func=cmd_explain)
     p = sub.add_parser("evaluate", help="faithfulness of each method: comprehensiveness, sufficiency, AOPC, tau")

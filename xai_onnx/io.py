@@ -64,3 +64,17 @@ def read_labelled(path: str | Path) -> list[tuple[str, str | None]]:
             raise InputError(f"{p}:{n}: expected '<label index> <text>' (SST-2 format), JSONL, CSV or TSV")
         pairs.append((text, head))
     return pairs
+
+
+def read_text_pairs(path: str | Path) -> tuple[list[str], list[str] | None]:
+    """Texts, and their pair texts when every JSONL line has a string ``text_pair`` (None when none has one)."""
+    p, lines, jsonl = _lines(path, "input")
+    if not jsonl:
+        return lines, None
+    rows = _jsonl(p, lines)
+    has = [isinstance(r.get("text_pair"), str) for r in rows]
+    if any(has) and not all(has):
+        n = has.index(False) + 1
+        raise InputError(f'{p}: some lines have a "text_pair" and some do not (first without: line {n}): give every '
+                         "line one, or none")
+    return [r["text"] for r in rows], ([r["text_pair"] for r in rows] if rows and all(has) else None)

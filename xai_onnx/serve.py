@@ -40,12 +40,39 @@ def _texts(body: dict[str, Any], max_texts: int, max_chars: int) -> list[str]:
     return texts
 
 
+REQUEST_FIELDS = ("texts", "text_pairs", "method", "target", "positions", "outside")
+
+
+def _pairs(body: dict[str, Any], texts: list[str], max_chars: int) -> list[str] | None:
+    pairs = body.get("text_pairs")
+    if pairs is None:
+        return None
+    if not isinstance(pairs, list) or not all(isinstance(t, str) for t in pairs):
+        raise HTTPProblem(422, '"text_pairs" must be a list of strings')
+    if len(pairs) != len(texts):
+        raise HTTPProblem(422, f'{len(texts)} texts and {len(pairs)} text_pairs: give one pair text per text')
+    if pairs and max(len(t) for t in pairs) > max_chars:
+        raise HTTPProblem(413, f"a text pair of {max(len(t) for t in pairs)} characters; the limit is {max_chars}")
+    return pairs
+
+
+def _task_options(model: Model, body: dict[str, Any]) -> dict[str, Any]:
+    options = {k: body[k] for k in ("positions", "outside") if body.get(k) is not None}
+    if options and model.manifest.task != "token-classification":
+        raise HTTPProblem(422, f'"positions" and "outside" apply to token-classification bundles; this one is '
+                               f"{model.manifest.task}")
+    if "outside" in options and not isinstance(options["outside"], str):
+        raise HTTPProblem(422, '"outside" must be a label name')
+    return options
+
+
 def _options(body: dict[str, Any]) -> dict[str, Any]:
     """The method options of a body, by their CLI names; the registry checks types and bounds."""
     allowed = set(all_options()) - {"batch_size"}
-    unknown = set(body) - allowed - {"texts", "method", "target"}
+    unknown = set(body) - allowed - set(REQUEST_FIELDS)
     if unknown:
-        raise HTTPProblem(422, f"unknown field(s) {sorted(unknown)}; allowed: texts, method, target, {', '.join(sorted(allowed))}")
+        raise HTTPProblem(422, f"unknown field(s) {sorted(unknown)}; allowed: {', '.join(REQUEST_FIELDS)}, "
+                               f"{', '.join(sorted(allowed))}")
     return {k: v for k, v in body.items() if k in allowed}
 
 
@@ -66,7 +93,9 @@ def explain_payload(model: Model, body: dict[str, Any], max_texts: int, max_char
         explainer = make_explainer(model, method, options, strict=True)
     except InputError as exc:
         raise HTTPProblem(422, str(exc)) from exc
-    return {"method": method, "results": [r.to_dict() for r in explainer.explain(texts, target=target)]}
+    pairs = _pairs(body, texts, max_chars)
+    results = explainer.explain(texts, target=target, text_pairs=pairs, **_task_options(model, body))
+    return {"method": method, "results": [r.to_dict() for r in results]}
 
 
 def create_app(model: Model, *, max_texts: int = 64, max_chars: int = 10_000):
@@ -107,13 +136,14 @@ def create_app(model: Model, *, max_texts: int = 64, max_chars: int = 10_000):
     async def describe(_request: Request) -> dict[str, Any]:
         m = model.manifest
         table = [t for t in method_table() if model.has_gradient or not t["needs_gradient"]]
-        return {"labels": list(m.labels), "methods": [t["name"] for t in table], "method_options": table,
+        return {"task": m.task, "labels": list(m.labels), "methods": [t["name"] for t in table], "method_options": table,
                 "architecture": m.architecture, "max_length": m.max_length,
                 "gradient": model.has_gradient, "limits": {"max_texts": max_texts, "max_chars": max_chars}}
 
     async def predict(request: Request) -> dict[str, Any]:
-        texts = _texts(await body_of(request), max_texts, max_chars)
-        preds = await run_in_threadpool(model.predict, texts)
+        body = await body_of(request)
+        texts = _texts(body, max_texts, max_chars)
+        preds = await run_in_threadpool(model.predict, texts, _pairs(body, texts, max_chars))
         return {"results": [p.to_dict() for p in preds]}
 
     async def explain(request: Request) -> dict[str, Any]:

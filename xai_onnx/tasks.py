@@ -122,6 +122,8 @@ class SimilarityObjective(Objective):
     side: int  # 0: explaining the first text, 1: the second
 
     def value(self, out: dict[str, np.ndarray]) -> np.ndarray:
+        if "features" not in out:  # the gradient graph computes the cosine itself: (rows, 1)
+            return out["logits"][:, 0].astype(np.float64)
         e = out["features"].astype(np.float64)  # (rows, features)
         o = self.other.astype(np.float64)
         denom = np.maximum(np.linalg.norm(e, axis=-1) * np.linalg.norm(o), 1e-12)
