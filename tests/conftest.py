@@ -68,3 +68,35 @@ def sst2_sentences(split: str, n: int) -> list[tuple[int, str]]:
             if len(rows) == n:
                 break
     return rows
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory):
+    """``get(arch, kind)`` -> (source dir, bundle dir): a tiny random model built and exported once per test session.
+
+    kind: "seq" (3-label sequence classifier), "token" (token classifier, TOKEN_LABELS), "cross" (BERT with one
+    output: a cross-encoder), "similarity" (a sentence-transformers encoder without a head)."""
+    pytest.importorskip("torch")
+    from tiny_models import TOKEN_LABELS, build_classifier, build_sentence_encoder
+    from xai_onnx_exporters import export_bundle
+
+    cache: dict[tuple[str, str], tuple[Path, Path]] = {}
+
+    def get(arch: str, kind: str = "seq") -> tuple[Path, Path]:
+        if (arch, kind) not in cache:
+            root = tmp_path_factory.mktemp(f"{arch}-{kind}")
+            if kind == "seq":
+                src = build_classifier(arch, root / "model")
+            elif kind == "token":
+                src = build_classifier(arch, root / "model", labels=TOKEN_LABELS, head="TokenClassification")
+            elif kind == "cross":
+                src = build_classifier(arch, root / "model", labels={0: "score"})
+            elif kind == "similarity":
+                src, _ = build_sentence_encoder(root / "model", normalize=True, pooling="mean")
+            else:
+                raise ValueError(kind)
+            export_bundle(src, root / "bundle")
+            cache[arch, kind] = (src, root / "bundle")
+        return cache[arch, kind]
+
+    return get

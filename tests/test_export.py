@@ -17,6 +17,7 @@ from tiny_models import ARCHS, MAX_POS, build_classifier, build_sentence_encoder
 from xai_onnx_exporters import ARCHITECTURES, ExportInputError, export_bundle  # noqa: E402
 
 from xai_onnx import Model, Saliency  # noqa: E402
+from xai_onnx.manifest import Manifest  # noqa: E402
 
 # lengths the trace (7 or 11 tokens) never saw, batched together so padding is exercised
 TEXTS = ["good", "the movie was very good but the acting was awful and boring .", "i love it !", "bad", "a",
@@ -44,12 +45,10 @@ def torch_reference(model_dir: Path, texts: list[str], max_length: int):
 
 
 @pytest.fixture(scope="module", params=ARCHS)
-def exported(request, tmp_path_factory):
+def exported(request, tiny_export):
     arch = request.param
-    root = tmp_path_factory.mktemp(arch)
-    src = build_classifier(arch, root / "model")
-    manifest = export_bundle(src, root / "bundle")
-    return arch, src, root / "bundle", manifest
+    src, bundle = tiny_export(arch, "seq")  # shared with the task tests: one export per architecture and run
+    return arch, src, bundle, Manifest.load(bundle)
 
 
 def test_every_architecture_matches_torch(exported):
@@ -299,10 +298,13 @@ def test_non_empty_output_refused(tmp_path):
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
-def test_encoder_without_head_is_refused(tmp_path):
-    src, _ = build_sentence_encoder(tmp_path / "enc")
-    with pytest.raises(ExportInputError, match="--head"):
-        export_bundle(src, tmp_path / "b")
+def test_encoder_without_head_is_a_similarity_bundle(tiny_export, tmp_path):
+    src, bundle = tiny_export("bert", "similarity")
+    assert Manifest.load(bundle).task == "similarity"
+    with pytest.raises(ExportInputError, match="similarity"):  # a head and --task similarity contradict each other
+        export_bundle(src, tmp_path / "b", head=src.parent / f"{src.name}-head.npz", task="similarity")
+    with pytest.raises(ExportInputError, match="task"):
+        export_bundle(src, tmp_path / "c", task="regression")
 
 
 def test_default_model_exports_once_and_loads_by_name(tmp_path, monkeypatch):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from handmade import VOCAB, reference_logits
@@ -398,3 +400,30 @@ def test_cuda_runs_without_tf32_unless_asked(monkeypatch):
     mine = ("CUDAExecutionProvider", {"use_tf32": "1", "device_id": "0"})
     assert session.resolve_providers([mine])[0] == mine
     assert session.resolve_providers(None) == ["CPUExecutionProvider"]
+
+
+def test_v1_manifest_still_loads_as_text_classification(handmade, tmp_path):
+    """Bundles written before manifest v2 (no task, no axes, schema_version 1) load as sequence classifiers."""
+    import shutil
+
+    src, _ = handmade
+    old = tmp_path / "v1"
+    shutil.copytree(src, old)
+    data = json.loads((old / "manifest.json").read_text())
+    data["schema_version"] = 1
+    for key in ("task", "pooling", "normalize"):
+        data.pop(key, None)
+    for graph in ("forward", "gradient", "gradient_int8"):
+        if data.get(graph):
+            data[graph].pop("axes", None)
+    (old / "manifest.json").write_text(json.dumps(data))
+    v1, v2 = Model(old), Model(src)
+    assert v1.manifest.task == "sequence-classification" and v1.manifest.schema_version == 1
+    assert v1.manifest.forward.axes_of("logits") == ["batch", "labels"]
+    a = IntegratedGradients(v1, n_steps=8).explain(TEXTS)
+    b = IntegratedGradients(v2, n_steps=8).explain(TEXTS)
+    assert all(np.array_equal(x.scores, y.scores) for x, y in zip(a, b))
+    data["schema_version"] = 3
+    (old / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="schema version"):
+        Model(old)

@@ -21,16 +21,27 @@ def _tokenizer(d: Path):
     return tok
 
 
-def _config(arch: str):
+def _config(arch: str, labels: dict[int, str] | None = None, head: str = "SequenceClassification"):
+    """(config, model class) of a tiny ``arch`` with ``labels`` (default LABELS) and the given head."""
     import transformers as tf
 
+    config, cls = _seq_config(arch, labels or LABELS)
+    return config, getattr(tf, cls.__name__.replace("SequenceClassification", head))
+
+
+def _seq_config(arch: str, labels: dict[int, str]):
+    import transformers as tf
+
+    LABELS = labels  # noqa: N806 - the name the configs below read
     common = dict(vocab_size=80, hidden_size=24, num_hidden_layers=2, num_attention_heads=4, intermediate_size=36,
-                  max_position_embeddings=MAX_POS, num_labels=3, id2label=LABELS, label2id={v: k for k, v in LABELS.items()})
+                  max_position_embeddings=MAX_POS, num_labels=len(LABELS), id2label=LABELS,
+                  label2id={v: k for k, v in LABELS.items()})
     if arch == "bert":
         return tf.BertConfig(**common), tf.BertForSequenceClassification
     if arch == "distilbert":
         return tf.DistilBertConfig(vocab_size=80, dim=24, n_layers=2, n_heads=4, hidden_dim=36, max_position_embeddings=MAX_POS,
-                                   num_labels=3, id2label=LABELS, label2id=common["label2id"]), tf.DistilBertForSequenceClassification
+                                   num_labels=len(LABELS), id2label=LABELS,
+                                   label2id=common["label2id"]), tf.DistilBertForSequenceClassification
     if arch == "roberta":
         return tf.RobertaConfig(**common, pad_token_id=0, type_vocab_size=1), tf.RobertaForSequenceClassification
     if arch == "xlm-roberta":
@@ -47,12 +58,17 @@ def _config(arch: str):
 ARCHS = ("bert", "distilbert", "roberta", "xlm-roberta", "electra", "albert", "mpnet")
 
 
-def build_classifier(arch: str, d: Path, seed: int = 0):
+TOKEN_LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC"}
+
+
+def build_classifier(arch: str, d: Path, seed: int = 0, labels: dict[int, str] | None = None,
+                     head: str = "SequenceClassification"):
+    """A tiny random ``arch`` with a sequence (or, with ``head="TokenClassification"``, token) classification head."""
     import torch
 
     torch.manual_seed(seed)
     d.mkdir(parents=True, exist_ok=True)
-    config, cls = _config(arch)
+    config, cls = _config(arch, labels, head)
     model = cls(config).eval()
     with torch.no_grad():  # random init leaves logits near 0; scale the head so probabilities are far from uniform
         for name, p in model.named_parameters():

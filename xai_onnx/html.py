@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
-from .results import Attribution, Target, TokenAttribution
+if TYPE_CHECKING:  # typing only: results.py imports this module to render, never the other way at run time
+    from .results import Attribution, TokenAttribution
 
 POSITIVE = (26, 152, 80)  # towards the target: green
 NEGATIVE = (215, 48, 39)  # against it: red
@@ -45,30 +48,30 @@ def _tokens(r: Attribution) -> str:
     return "".join(out)
 
 
-def _expand(results: Sequence[Attribution | TokenAttribution]) -> list[Attribution]:
-    """A token-classification result becomes one row per explained position (all on the text's card)."""
-    out: list[Attribution] = []
-    for r in results:
-        if not isinstance(r, TokenAttribution):
+def _expand(results: Sequence[Attribution | TokenAttribution]) -> list[Any]:
+    """A token-classification result (it has ``positions``) becomes one row per explained position, all on the
+    text's card; the rows carry the attributes the cards read."""
+    out: list[Any] = []
+    for item in results:
+        r: Any = item
+        if getattr(r, "positions", None) is None:
             out.append(r)
             continue
         for p in r.positions:
-            label = f"{r.method} @ {p.position} {p.token} ({p.target.label})"
-            out.append(Attribution(
-                text=r.text, method=label, tokens=r.tokens, offsets=r.offsets, scores=p.scores,
-                target=Target(-1, "per position"), prediction=Target(-1, ", ".join(sorted(set(r.predicted)))),
-                probabilities={}, output=r.output, output_value=p.output_value, baseline_value=p.baseline_value,
-                convergence_delta=p.convergence_delta, settings=r.settings, truncated=r.truncated,
-                warnings=r.warnings, text_pair=r.text_pair, segments=r.segments))
+            out.append(SimpleNamespace(
+                text=r.text, text_pair=r.text_pair, method=f"{r.method} @ {p.position} {p.token} ({p.target.label})",
+                tokens=r.tokens, offsets=r.offsets, scores=p.scores, target=SimpleNamespace(index=-1, label="per position"),
+                label=", ".join(sorted(set(r.predicted))), probabilities={}, output=r.output,
+                convergence_delta=p.convergence_delta, settings=r.settings, warnings=r.warnings))
     return out
 
 
 def render(results: Sequence[Attribution | TokenAttribution], *, title: str = "xai-onnx explanations") -> str:
     """One HTML page: a card per (text, target) with one heatmap row per method, in first-seen order; the two texts
     of a pair on two lines; one row per explained position for token classification."""
-    results = _expand(results)
-    groups: dict[tuple[str, int], list[Attribution]] = {}
-    for r in results:
+    rows = _expand(results)
+    groups: dict[tuple[str, int], list[Any]] = {}
+    for r in rows:
         groups.setdefault((r.text, r.target.index), []).append(r)
     cards = []
     for (text, _), rs in groups.items():
@@ -93,5 +96,5 @@ def render(results: Sequence[Attribution | TokenAttribution], *, title: str = "x
               ' hover a token for its exact score)</span></div>')
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
-            f'<div class="sub">{len(groups)} text(s), {len(results)} explanation(s)</div>{legend}{"".join(cards)}'
+            f'<div class="sub">{len(groups)} text(s), {len(rows)} explanation(s)</div>{legend}{"".join(cards)}'
             "</body></html>\n")
