@@ -67,13 +67,29 @@ def rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
 
 
-def bench_pairs(bundle: Path, src: Path, pairs: list[tuple[str, str]], threads: int) -> list[dict]:
-    import torch
+def captum_scores(f, x, xb, method: str):
+    """Captum's per-token scores of ``f`` at embeddings x (1, seq, dim) against baseline xb: IG 50 Gauss-Legendre
+    steps in one batch, or occlusion of one token at a time."""
     from captum.attr import IntegratedGradients as CIG
     from captum.attr import Occlusion as COcc
+
+    if method == "ig":
+        return CIG(f).attribute(x, baselines=xb, n_steps=50, internal_batch_size=50)[0].sum(-1)
+    return COcc(f).attribute(x, sliding_window_shapes=(1, x.shape[-1]), strides=(1, x.shape[-1]), baselines=xb,
+                             perturbations_per_eval=64)[0, :, 0]
+
+
+def ours(model, method: str):
+    from xai_onnx import IntegratedGradients, Occlusion
+
+    return IntegratedGradients(model, n_steps=50) if method == "ig" else Occlusion(model, window=1)
+
+
+def bench_pairs(bundle: Path, src: Path, pairs: list[tuple[str, str]], threads: int) -> list[dict]:
+    import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from xai_onnx import IntegratedGradients, Model, Occlusion
+    from xai_onnx import Model
 
     model = Model(bundle, threads=threads)
     tok = AutoTokenizer.from_pretrained(src)
@@ -82,7 +98,7 @@ def bench_pairs(bundle: Path, src: Path, pairs: list[tuple[str, str]], threads: 
     rows = []
     for method in ("ig", "occlusion"):
         ours_t, captum_t, diffs = [], [], []
-        ex = IntegratedGradients(model, n_steps=50) if method == "ig" else Occlusion(model, window=1)
+        ex = ours(model, method)
         for a, b in pairs:
             res: list = []
             ours_t.append(timed(lambda: res.append(ex.explain([(a, b)])[0])))
@@ -97,13 +113,7 @@ def bench_pairs(bundle: Path, src: Path, pairs: list[tuple[str, str]], threads: 
 
             x, xb = emb(ids).detach(), emb(base).detach()
             out: list = []
-            if method == "ig":
-                captum_t.append(timed(lambda: out.append(
-                    CIG(f).attribute(x, baselines=xb, n_steps=50, internal_batch_size=50)[0].sum(-1))))
-            else:
-                captum_t.append(timed(lambda: out.append(COcc(f).attribute(
-                    x, sliding_window_shapes=(1, x.shape[-1]), strides=(1, x.shape[-1]), baselines=xb,
-                    perturbations_per_eval=64)[0, :, 0])))
+            captum_t.append(timed(lambda: out.append(captum_scores(f, x, xb, method))))
             diffs.append(rel(res[0].scores, out[0].detach().double().numpy()))
         rows.append(row(f"pairs minilm-sst2 {method}", ours_t, captum_t, max(diffs)))
     return rows
@@ -111,11 +121,9 @@ def bench_pairs(bundle: Path, src: Path, pairs: list[tuple[str, str]], threads: 
 
 def bench_similarity(bundle: Path, src: Path, pairs: list[tuple[str, str]], threads: int) -> list[dict]:
     import torch
-    from captum.attr import IntegratedGradients as CIG
-    from captum.attr import Occlusion as COcc
     from transformers import AutoModel, AutoTokenizer
 
-    from xai_onnx import IntegratedGradients, Model, Occlusion
+    from xai_onnx import Model
 
     model = Model(bundle, threads=threads)
     tok = AutoTokenizer.from_pretrained(src)
@@ -130,7 +138,7 @@ def bench_similarity(bundle: Path, src: Path, pairs: list[tuple[str, str]], thre
     rows = []
     for method in ("ig", "occlusion"):
         ours_t, captum_t, diffs = [], [], []
-        ex = IntegratedGradients(model, n_steps=50) if method == "ig" else Occlusion(model, window=1)
+        ex = ours(model, method)
         for a, b in pairs:
             res: list = []
             ours_t.append(timed(lambda: res.append(ex.explain([(a, b)])[0])))
@@ -151,11 +159,7 @@ def bench_similarity(bundle: Path, src: Path, pairs: list[tuple[str, str]], thre
                     def f(z, e=e, other=other):
                         return (encode(z, e["attention_mask"]) * other).sum(-1)
 
-                    if method == "ig":
-                        parts.append(CIG(f).attribute(x, baselines=xb, n_steps=50, internal_batch_size=50)[0].sum(-1))
-                    else:
-                        parts.append(COcc(f).attribute(x, sliding_window_shapes=(1, x.shape[-1]), strides=(1, x.shape[-1]),
-                                                       baselines=xb, perturbations_per_eval=64)[0, :, 0])
+                    parts.append(captum_scores(f, x, xb, method))
                 out.append(torch.cat(parts))
 
             captum_t.append(timed(captum_both))
@@ -166,11 +170,9 @@ def bench_similarity(bundle: Path, src: Path, pairs: list[tuple[str, str]], thre
 
 def bench_tokens(bundle: Path, src: Path, texts: list[str], threads: int) -> list[dict]:
     import torch
-    from captum.attr import IntegratedGradients as CIG
-    from captum.attr import Occlusion as COcc
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-    from xai_onnx import IntegratedGradients, Model, Occlusion
+    from xai_onnx import IntegratedGradients, Model
 
     model = Model(bundle, threads=threads)
     tok = AutoTokenizer.from_pretrained(src)
@@ -180,7 +182,7 @@ def bench_tokens(bundle: Path, src: Path, texts: list[str], threads: int) -> lis
     texts = texts[:4]  # every position of a text is explained: keep Captum's loop bounded
     for method in ("ig", "occlusion"):
         ours_t, captum_t, diffs = [], [], []
-        ex = IntegratedGradients(model, n_steps=50) if method == "ig" else Occlusion(model, window=1)
+        ex = ours(model, method)
         for text in texts:
             res: list = []
             ours_t.append(timed(lambda: res.append(ex.explain([text], positions="all")[0])))
@@ -197,11 +199,7 @@ def bench_tokens(bundle: Path, src: Path, texts: list[str], threads: int) -> lis
                         logits = hf(inputs_embeds=z, **{k: v.expand(z.shape[0], -1) for k, v in kw.items()}).logits
                         return torch.softmax(logits[:, p.position], -1)[:, p.target.index]
 
-                    if method == "ig":
-                        out.append(CIG(f).attribute(x, baselines=xb, n_steps=50, internal_batch_size=50)[0].sum(-1))
-                    else:
-                        out.append(COcc(f).attribute(x, sliding_window_shapes=(1, x.shape[-1]), strides=(1, x.shape[-1]),
-                                                     baselines=xb, perturbations_per_eval=64)[0, :, 0])
+                    out.append(captum_scores(f, x, xb, method))
 
             captum_t.append(timed(captum_all))
             diffs.append(max(rel(p.scores, o.detach().double().numpy()) for p, o in zip(res[0].positions, out)))
