@@ -290,12 +290,31 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .serve import serve
+    import os
 
-    model = _model(args)
+    from .limits import MIB, Limits
+    from .serve import API_KEY_ENV, serve
+
+    limits = Limits(max_texts=args.max_texts, max_chars=args.max_chars, max_steps=args.max_steps,
+                    max_evaluations=args.max_evaluations, memory_budget=args.memory_budget * MIB, timeout=args.timeout,
+                    max_concurrency=args.max_concurrency, max_queue=args.max_queue,
+                    max_connections=args.max_connections, keep_alive=args.keep_alive,
+                    header_timeout=args.header_timeout)
+    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    from .model import Model
+
+    model = Model(args.bundle, providers=args.providers, threads=args.threads, batch_size=args.batch_size,
+                  precision=args.precision, memory_budget=limits.memory_budget)
     print(f"xai-onnx: serving {model.path} on http://{args.host}:{args.port}", file=sys.stderr)
-    serve(model, host=args.host, port=args.port, max_texts=args.max_texts, max_chars=args.max_chars)
+    serve(model, host=args.host, port=args.port, limits=limits, api_key=api_key, allow_hosts=args.allow_host or (),
+          quiet=args.quiet)
     return 0
+
+
+def _limits_defaults() -> Any:
+    from .limits import Limits
+
+    return Limits()
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, metadata.EntryPoint]]:
@@ -368,8 +387,26 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, metadata.EntryPoi
     p.add_argument("bundle")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-texts", type=int, default=64, help="texts per request (413 above)")
-    p.add_argument("--max-chars", type=int, default=10_000, help="characters per text (413 above)")
+    d = _limits_defaults()
+    p.add_argument("--max-texts", type=int, default=d.max_texts, help="texts per request (413 above)")
+    p.add_argument("--max-chars", type=int, default=d.max_chars, help="characters per text and baseline text (413 above)")
+    p.add_argument("--max-steps", type=int, default=d.max_steps, help="IG steps (422 above)")
+    p.add_argument("--max-evaluations", type=int, default=d.max_evaluations,
+                   help="gradient or forward rows per text and method (422 above)")
+    p.add_argument("--memory-budget", type=int, default=d.memory_budget // (1 << 20),
+                   help="MiB of activations per onnxruntime call (sets the rows per call)")
+    p.add_argument("--timeout", type=float, default=d.timeout, help="seconds per request (504 after; the work is cancelled)")
+    p.add_argument("--max-concurrency", type=int, default=d.max_concurrency, help="requests computing at once")
+    p.add_argument("--max-queue", type=int, default=d.max_queue, help="requests waiting for a worker (503 beyond)")
+    p.add_argument("--max-connections", type=int, default=d.max_connections, help="open connections (more are closed)")
+    p.add_argument("--keep-alive", type=float, default=d.keep_alive, help="seconds an idle connection stays open")
+    p.add_argument("--header-timeout", type=float, default=d.header_timeout,
+                   help="seconds a client has to send a whole request once it starts one")
+    p.add_argument("--api-key", default=None, help="bearer token every endpoint but /health requires "
+                   "(default: $XAI_ONNX_API_KEY; unset: none)")
+    p.add_argument("--allow-host", action="append", default=None, metavar="NAME",
+                   help="a Host header name to accept besides the bound address (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no request log on stderr")
     _runtime_options(p)
     p.set_defaults(func=cmd_serve)
     plugins = {}

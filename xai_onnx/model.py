@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .errors import BundleError, GradientUnavailableError, InputError
+from .limits import MIB, Cancel, Cancelled, current_cancel, rows_within
 from .manifest import GraphSpec, Manifest
 from .results import Prediction, Target
 from .session import Provider, create_session, resolve_providers
@@ -63,9 +65,11 @@ def _runs(chunk: Sequence[tuple[int, int]]) -> Iterator[tuple[int, int, int]]:
 CALL_COST_TOKENS = 20
 
 
-def plan_batches(lengths: Sequence[int], max_rows: int, call_cost: float = CALL_COST_TOKENS) -> list[tuple[int, int]]:
+def plan_batches(lengths: Sequence[int], max_rows: int, call_cost: float = CALL_COST_TOKENS,
+                 rows_at: Callable[[int], int] | None = None) -> list[tuple[int, int]]:
     """Split rows sorted by length into consecutive batches of at most ``max_rows`` rows, each padded to its longest
     row, minimising ``sum(call_cost + rows * longest)`` (dynamic programming, exact). Returns (start, end) pairs.
+    ``rows_at(length)``, when given, caps the rows of a batch padded to ``length`` further (a memory budget).
 
     Cutting into fixed ``max_rows`` slices instead padded 32 texts of 5 to 50 tokens to 50 and made batched
     saliency slower per text than one text at a time.
@@ -79,7 +83,8 @@ def plan_batches(lengths: Sequence[int], max_rows: int, call_cost: float = CALL_
     best = np.zeros(n + 1)
     cut = np.zeros(n + 1, dtype=np.int64)
     for j in range(1, n + 1):  # best[j]: cheapest plan for rows [0, j); the last batch is [i, j), padded to row j-1
-        lo = max(0, j - max_rows)
+        cap = max_rows if rows_at is None else max(1, min(max_rows, rows_at(int(length[j - 1]))))
+        lo = max(0, j - cap)
         starts = np.arange(lo, j)
         cost = best[lo:j] + call_cost + (j - starts) * length[j - 1]
         k = int(np.argmin(cost))
@@ -110,10 +115,14 @@ class Model:
     precision : ``"float32"`` (default) or ``"int8"``: the gradient graph's int8 copy (bundles exported with
         ``--int8``), faster on CPUs with VNNI and less faithful; the manifest's ``validation.int8`` and the README
         state by how much. Forward-only methods always use the float32 forward graph.
+    memory_budget : bytes of activations one onnxruntime call may hold (512 MiB): long rows go fewer to a call
+        (:func:`xai_onnx.limits.row_bytes`), so that the memory of one explanation is bounded whatever its length.
     """
 
     def __init__(self, bundle: str | Path, *, providers: Sequence[Provider] | None = None, threads: int | None = None,
-                 batch_size: int = 64, precision: str = "float32"):
+                 batch_size: int = 64, precision: str = "float32", memory_budget: int = 512 * MIB):
+        if isinstance(memory_budget, bool) or not isinstance(memory_budget, int) or memory_budget < 1:
+            raise InputError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
         if precision not in PRECISIONS:
@@ -136,6 +145,7 @@ class Model:
         self.providers = resolve_providers(providers)
         self.threads = threads
         self.batch_size = batch_size
+        self.memory_budget = memory_budget
         self.tokenizer = TextEncoder(self.path / m.tokenizer_file, m.max_length)
         try:
             self.embeddings: np.ndarray = np.load(self.path / m.embeddings_file, mmap_mode="r", allow_pickle=False)
@@ -146,7 +156,20 @@ class Model:
                               f"{(m.vocab_size, m.embedding_dim)}: the bundle is corrupt, re-export it")
         self._forward = create_session(self.path / m.forward.file, self.providers, threads)
         self._gradient: ort.InferenceSession | None = None  # built on first use: forward-only work never pays for it
+        self._gradient_lock = threading.Lock()  # concurrent first uses build it once (40 requests built 40: 3.5 GB)
+        self.layers = self._estimate_layers()
         self.task: Task = task_for(self)
+
+    def _estimate_layers(self) -> int:
+        """Transformer layers, estimated from the forward graph's size (about 12 dim^2 weights a layer; the word
+        embeddings are not in the graph): what the memory estimate of a call scales with."""
+        m = self.manifest
+        size = sum(p.stat().st_size for p in self.path.iterdir() if p.name.startswith(m.forward.file) and p.is_file())
+        return max(1, round(size / 4 / (12 * m.embedding_dim ** 2)))
+
+    def rows_per_call(self, seq: int, gradient: bool) -> int:
+        """Rows of ``seq`` tokens one onnxruntime call may hold within :attr:`memory_budget`."""
+        return rows_within(self.memory_budget, seq, self.manifest.embedding_dim, self.layers, gradient)
 
     # ---- description -------------------------------------------------------------------------------------------
     @property
@@ -208,12 +231,18 @@ class Model:
                 f"bundle {self.path} has no gradient graph: re-export it with `xai-onnx export SOURCE {self.path}` "
                 "(without --no-gradient), or use a forward-only method (occlusion, fd)")
         if self._gradient is None:
-            self._gradient = create_session(self.path / spec.file, self.providers, self.threads)
+            with self._gradient_lock:
+                if self._gradient is None:
+                    self._gradient = create_session(self.path / spec.file, self.providers, self.threads)
         return self._gradient, spec
 
-    def run(self, groups: Sequence[RowGroup], *, gradient: bool = False,
-            batch_size: int | None = None) -> list[dict[str, np.ndarray]]:
-        """Run every row of every group, batching rows across groups by length.
+    def run(self, groups: Sequence[RowGroup], *, gradient: bool = False, batch_size: int | None = None,
+            cancel: Cancel | None = None) -> list[dict[str, np.ndarray]]:
+        """Run every row of every group, batching rows across groups by length, at most ``batch_size`` rows and
+        :attr:`memory_budget` bytes a call (:meth:`rows_per_call`).
+
+        cancel : a :class:`~xai_onnx.limits.Cancel` token (by default the one :func:`~xai_onnx.limits.cancellable`
+            set for this thread): checked before each call, and it terminates a running call; raises Cancelled.
 
         Returns per group a dict of ``logits`` (n, labels) and ``features`` (n, feature_dim) for the forward graph,
         or ``logits`` and ``grad`` (n, seq, dim) for the gradient graph.
@@ -231,6 +260,13 @@ class Model:
         objective_roles = [r for r in spec.inputs if r not in ("inputs_embeds", "attention_mask", "token_type_ids")]
         seq_outputs = {k for k in outputs if spec.axes_of(k)[1:2] == ["sequence"]}
         bs = batch_size or self.batch_size
+        cancel = cancel if cancel is not None else current_cancel()
+        if cancel is not None:
+            cancel.check()
+
+        def rows_at(seq: int) -> int:
+            return self.rows_per_call(seq, gradient)
+
         order = sorted(range(len(groups)), key=lambda g: groups[g].embeds.shape[1])
         rows = [(g, i) for g in order for i in range(groups[g].embeds.shape[0])]
         results: list[dict[str, np.ndarray]] = [{} for _ in groups]
@@ -240,11 +276,13 @@ class Model:
         if gradient and self.precision == "int8":
             # dynamic quantisation scales each activation tensor by its largest value over the whole call: rows of
             # other texts (and their padding) would change a text's result, so an int8 call holds one group only
-            chunks = [[(g, i) for i in range(s, min(s + bs, groups[g].embeds.shape[0]))]
-                      for g in order for s in range(0, groups[g].embeds.shape[0], bs)]
+            chunks = []
+            for g in order:
+                n_rows, cap = groups[g].embeds.shape[0], max(1, min(bs, rows_at(groups[g].embeds.shape[1])))
+                chunks += [[(g, i) for i in range(s, min(s + cap, n_rows))] for s in range(0, n_rows, cap)]
         else:
             lengths = [groups[g].embeds.shape[1] for g, _ in rows]
-            chunks = [rows[a:b] for a, b in plan_batches(lengths, bs)]
+            chunks = [rows[a:b] for a, b in plan_batches(lengths, bs, rows_at=rows_at)]
         for chunk in chunks:
             seq = max(groups[g].embeds.shape[1] for g, _ in chunk)
             b = len(chunk)
@@ -274,7 +312,7 @@ class Model:
                 feeds[spec.inputs["token_type_ids"]] = types
             for role, arr in extra.items():
                 feeds[spec.inputs[role]] = arr
-            out = session.run([spec.outputs[k] for k in outputs], feeds)
+            out = self._session_run(session, [spec.outputs[k] for k in outputs], feeds, cancel)
             for g, r, end in runs:
                 n = groups[g].embeds.shape[1]
                 for k, arr in zip(outputs, out):
@@ -283,6 +321,19 @@ class Model:
             for k in outputs:
                 results[g][k] = np.concatenate(parts[g][k]) if parts[g][k] else np.zeros((0,))
         return results
+
+    @staticmethod
+    def _session_run(session: ort.InferenceSession, names: list[str], feeds: dict[str, Any],
+                     cancel: Cancel | None) -> list[np.ndarray]:
+        if cancel is None:
+            return session.run(names, feeds)
+        with cancel.run_options() as ro:
+            try:
+                return session.run(names, feeds, ro)
+            except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped error when terminated
+                if cancel.cancelled:
+                    raise Cancelled("the work was cancelled: it ran past its time limit") from exc
+                raise
 
     def forward_encoded(self, encoded: Sequence[Encoded]) -> tuple[np.ndarray, np.ndarray]:
         """Logits (n, labels) and features (n, feature_dim) of tokenised texts (sequence classification and

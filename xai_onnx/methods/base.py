@@ -139,6 +139,11 @@ class Explainer(ABC):
         """What a result records besides :meth:`settings`: the model's precision where it is not float32."""
         return {"precision": self.model.precision} if self.needs_gradient and self.model.precision != "float32" else {}
 
+    def evaluations(self, n_tokens: int) -> int:
+        """Gradient or forward rows that explaining one text of ``n_tokens`` tokens for one target costs (the work
+        budget's unit, :class:`~xai_onnx.limits.Limits`); the forward pass that finds the prediction not counted."""
+        return 1
+
     # ---- building blocks ---------------------------------------------------------------------------------------
     def objective(self, logits: np.ndarray, target: int) -> np.ndarray:
         """F for a target: ndarray of shape logits.shape[:-1]."""
@@ -211,7 +216,28 @@ class Explainer(ABC):
         per = self.texts_per_chunk
         for start in range(0, len(inputs.texts), per):
             chunk = Inputs(inputs.texts[start:start + per], None if inputs.pairs is None else inputs.pairs[start:start + per])
-            yield from self._explain_chunk(task.encode(chunk), target, task_options)
+            encoded = task.encode(chunk)
+            # long texts are cut into smaller chunks (sequence classification: one encoding per text)
+            parts = self._chunks(encoded) if self.model.manifest.task == "sequence-classification" else [encoded]
+            for part in parts:
+                yield from self._explain_chunk(part, target, task_options)
+
+    #: token rows (evaluations x tokens) one chunk of texts may build at once: bounds the memory of the rows, paths
+    #: and gradients a chunk holds, whatever the texts' length (32 short texts fit; IG at 50 steps on 512 tokens: 2)
+    chunk_token_rows: ClassVar[int] = 65536
+
+    def _chunks(self, encoded: list[Encoded]) -> Iterator[list[Encoded]]:
+        chunk: list[Encoded] = []
+        load = 0
+        for e in encoded:
+            cost = self.evaluations(len(e)) * len(e)
+            if chunk and (len(chunk) >= self.texts_per_chunk or load + cost > self.chunk_token_rows):
+                yield chunk
+                chunk, load = [], 0
+            chunk.append(e)
+            load += cost
+        if chunk:
+            yield chunk
 
     def _explain_chunk(self, encoded: list[Encoded], target: TargetSpec,
                        task_options: dict[str, Any] | None = None) -> list[Result]:

@@ -27,6 +27,9 @@ class FiniteDifference(Explainer):
         super().__init__(model, baseline=baseline, output=output, batch_size=batch_size)
         self.epsilon = self._parse("epsilon", epsilon)
 
+    def evaluations(self, n_tokens: int) -> int:
+        return 2 * n_tokens
+
     def compute(self, items: list[Item]) -> list[Computed]:
         groups, positions = [], []
         for it in items:

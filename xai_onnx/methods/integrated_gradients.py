@@ -72,6 +72,9 @@ class IntegratedGradients(Explainer):
     def run_settings(self) -> dict[str, Any]:
         return {**super().run_settings(), **({"integration": "adaptive_simpson"} if self.adaptive else {})}
 
+    def evaluations(self, n_tokens: int) -> int:
+        return self.max_steps if self.adaptive else self.n_steps
+
     def _gradients_at(self, requests: list[tuple[Item, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
         """For each (item, alphas): F at the path points and the per-token integrand
         ``sum_hidden((x - b) * dF/dx)``, shapes (n_alphas,) and (n_alphas, seq), float64; one batched run."""

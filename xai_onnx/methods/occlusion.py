@@ -47,6 +47,9 @@ class Occlusion(Explainer):
             out += [(int(s), int(s) + w) for s in range(lo, hi - w + 1, self.stride)]
         return out
 
+    def evaluations(self, n_tokens: int) -> int:
+        return len(range(0, n_tokens - min(self.window, n_tokens) + 1, self.stride))
+
     def compute(self, items: list[Item]) -> list[Computed]:
         groups, starts_all = [], []
         for it in items:
