@@ -124,11 +124,17 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     methods = parse_methods(args.method)  # before loading the model: a typo costs nothing
     model = _model(args)
+    from .limits import Limits, check_work
+
+    limits = Limits() if args.max_evaluations is None else Limits(max_evaluations=args.max_evaluations)
+    if args.steps is not None and args.steps > limits.max_steps:  # the quadrature alone would hold memory and time
+        raise InputError(f"--steps {args.steps} is over the limit of {limits.max_steps}")
     explainers = [make_explainer(model, m, vars(args)) for m in methods]  # every option checked before any work
     target = args.target  # a label name, an index as text, or "all": Model.resolve_target reads each
     from .progress import Progress
 
     texts, pairs = _inputs(args)
+    check_work(model, explainers, texts, target, limits.max_evaluations, text_pairs=pairs)
     task_options = {}
     if model.manifest.task == "token-classification":
         task_options = {"positions": args.positions, "outside": args.outside}
@@ -334,6 +340,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, metadata.EntryPoi
                    "predicted label is not the outside label), all, or positions like 1,4")
     p.add_argument("--outside", default=None, help="token classification: the outside label (default O)")
     add_method_arguments(p, skip=("batch_size",))  # --batch-size is the model's (rows per onnxruntime call)
+    p.add_argument("--max-evaluations", type=int, default=None, help="work budget: gradient or forward rows per "
+                   f"text and method ({_limits_defaults().max_evaluations}); more is refused before any work")
     p.set_defaults(func=cmd_explain)
     p = sub.add_parser("evaluate", help="faithfulness of each method: comprehensiveness, sufficiency, AOPC, tau")
     p.add_argument("bundle")

@@ -9,16 +9,23 @@ the running onnxruntime call (:class:`Cancel`).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnxruntime as ort
 
 from .errors import InputError, XaiOnnxError
 
+if TYPE_CHECKING:
+    from .methods.base import Explainer
+    from .model import Model
+
 MIB = 1 << 20
+# what to lower when a method's work per text is over the budget
+LOWER = {"ig": "steps (or max_steps with adaptive)", "occlusion": "the windows: raise stride, or shorten the text",
+         "fd": "the text's length (fd costs 2 rows per token)"}
 
 
 @dataclass(frozen=True)
@@ -79,15 +86,34 @@ class Limits:
         return d
 
 
+def check_work(model: Model, explainers: Sequence[Explainer], texts: Sequence[str], target: Any,
+               max_evaluations: int, override: str = "--max-evaluations",
+               text_pairs: Sequence[str] | None = None) -> None:
+    """InputError, before any work, when one text would cost a method more than ``max_evaluations`` rows (each
+    label of ``"all"`` counted on a sequence classifier), naming the option to lower (or ``override`` to raise the
+    limit)."""
+    every = isinstance(target, str) and target == "all" and model.manifest.task == "sequence-classification"
+    per_target = len(model.labels) if every else 1
+    lengths = [len(e) for e in model.encode(texts, text_pairs)]
+    for ex in explainers:
+        for i, n in enumerate(lengths):
+            need = ex.evaluations(n) * per_target
+            if need > max_evaluations:
+                raise InputError(f"{ex.name} on text {i} ({n} tokens{', every label' if per_target > 1 else ''}) needs "
+                                 f"{need} evaluations; the limit is {max_evaluations} per text: lower "
+                                 f"{LOWER.get(ex.name, 'the text length')}, or raise {override}")
+
+
 def row_bytes(seq: int, dim: int, layers: int, gradient: bool) -> int:
     """Estimated activation bytes of one row of ``seq`` tokens in one onnxruntime call (float32).
 
     A transformer layer holds about 20 (seq, dim) tensors (q, k, v, the 4x feed-forward, norms) and 3 (heads, seq, seq)
-    attention tensors, heads = dim / 64. A forward call frees them layer by layer (two layers live at once); the
-    gradient graph keeps every layer's for the backward pass. Checked against minilm-sst2 (6 layers, dim 384): IG on
-    a 512-token text in one 50-row call peaked at 12.3 GB, about 240 MB a row; this gives 300 MB.
+    attention tensors; heads is taken as dim / 32 (MiniLM's; BERT-base's dim / 64 is then over-counted, which only
+    costs calls). A forward call frees them layer by layer (two layers live at once); the gradient graph keeps every
+    layer's for the backward pass. Measured on minilm-sst2 (6 layers, dim 384), IG on a 512-token text: peak RSS 691 MB
+    at 1 row a call, 1016 MB at 2 (about 330 MB a row); this gives 320 MB.
     """
-    heads = max(1, dim // 64)
+    heads = max(1, dim // 32)
     per_layer = 4 * (20 * seq * dim + 3 * heads * seq * seq)
     return per_layer * (layers if gradient else min(layers, 2)) + 4 * 4 * seq * dim
 

@@ -162,9 +162,10 @@ class Model:
 
     def _estimate_layers(self) -> int:
         """Transformer layers, estimated from the forward graph's size (about 12 dim^2 weights a layer; the word
-        embeddings are not in the graph): what the memory estimate of a call scales with."""
+        embeddings are not in the graph; the weights file holds the graphs' shared weights): what the memory estimate
+        of a call scales with."""
         m = self.manifest
-        size = sum(p.stat().st_size for p in self.path.iterdir() if p.name.startswith(m.forward.file) and p.is_file())
+        size = (self.path / m.forward.file).stat().st_size + (self.path / m.weights_file).stat().st_size
         return max(1, round(size / 4 / (12 * m.embedding_dim ** 2)))
 
     def rows_per_call(self, seq: int, gradient: bool) -> int:

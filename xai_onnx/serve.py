@@ -32,16 +32,13 @@ from typing import Any
 import numpy as np
 
 from .errors import GradientUnavailableError, XaiOnnxError
-from .limits import Cancel, Cancelled, Limits, cancellable
+from .limits import Cancel, Cancelled, Limits, cancellable, check_work
 from .methods import METHODS
 from .model import Model
 
 OPTIONS: dict[str, type | tuple[type, ...]] = {
     "target": (str, int), "steps": int, "integration": str, "baseline": str, "output": str, "window": int,
            "stride": int, "epsilon": float, "adaptive": bool, "tolerance": float}
-# what to lower when a method's work per text is over the budget
-LOWER = {"ig": '"steps" (or "max_steps" with "adaptive")', "occlusion": 'the work: raise "stride" or shorten the text',
-         "fd": "the text's length (fd costs 2 rows per token)"}
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 API_KEY_ENV = "XAI_ONNX_API_KEY"
 
@@ -156,19 +153,6 @@ def _make_explainer(model: Model, method: str, options: dict[str, Any]) -> Any:
     return make_explainer(model, method, options)
 
 
-def check_budget(model: Model, explainers: Iterable[Any], texts: list[str], target: Any, limits: Limits) -> None:
-    """Refuse (422) work over ``limits.max_evaluations`` rows per text, before any of it runs."""
-    per_target = len(model.labels) if target == "all" else 1
-    lengths = [len(e) for e in model.encode(texts)]
-    for ex in explainers:
-        for i, n in enumerate(lengths):
-            need = ex.evaluations(n) * per_target
-            if need > limits.max_evaluations:
-                raise HTTPProblem(422, f"{ex.name} on texts[{i}] ({n} tokens{', every label' if per_target > 1 else ''}) "
-                                       f"needs {need} evaluations; the limit is {limits.max_evaluations} per text: "
-                                       f"lower {LOWER.get(ex.name, 'the text length')}")
-
-
 def prepare_explain(model: Model, body: dict[str, Any], limits: Limits) -> Callable[[], dict[str, Any]]:
     """Everything checked (fields, methods, options, the work budget) -> the work, as a function of no arguments."""
     texts = _texts(body, limits)
@@ -182,7 +166,7 @@ def prepare_explain(model: Model, body: dict[str, Any], limits: Limits) -> Calla
     if target is not None and target != "all":
         model.resolve_target(target)
     explainers = [_make_explainer(model, m, options) for m in methods]
-    check_budget(model, explainers, texts, target, limits)
+    check_work(model, explainers, texts, target, limits.max_evaluations, override="`serve --max-evaluations`")
     given = body["method"] if isinstance(body["method"], str) else ",".join(methods)
 
     def work() -> dict[str, Any]:
@@ -469,6 +453,18 @@ def protocol_class(limits: Limits) -> type:
     return Protocol
 
 
+def security_warnings(host: str, api_key: str | None, hosts: frozenset[str] | None) -> list[str]:
+    """What ``serve`` warns about at start: a non-loopback address without an API key, any Host accepted."""
+    out = []
+    if not is_loopback(host) and api_key is None:
+        out.append(f"listening on {host}, reachable from other machines, without an API key: anyone who can connect "
+                   f"can use it (set --api-key or ${API_KEY_ENV})")
+    if hosts is None:
+        out.append("any Host header is accepted (a wildcard address without --allow-host): browsers on this network "
+                   "are open to DNS rebinding")
+    return out
+
+
 def serve(model: Model, host: str = "127.0.0.1", port: int = 8000, *, limits: Limits | None = None,
           api_key: str | None = None, allow_hosts: Iterable[str] = (), quiet: bool = False,
           max_texts: int | None = None, max_chars: int | None = None) -> None:
@@ -477,12 +473,8 @@ def serve(model: Model, host: str = "127.0.0.1", port: int = 8000, *, limits: Li
     app = create_app(model, limits=limits, api_key=api_key, hosts=hosts, quiet=quiet, max_texts=max_texts,
                      max_chars=max_chars)
     limits = limits or Limits()
-    if not is_loopback(host) and api_key is None:
-        print(f"xai-onnx serve: WARNING: listening on {host}, reachable from other machines, without an API key: "
-              f"anyone who can connect can use it (set --api-key or ${API_KEY_ENV})", file=sys.stderr)
-    if hosts is None:
-        print("xai-onnx serve: WARNING: any Host header is accepted (wildcard address, no --allow-host): "
-              "browsers on this network are open to DNS rebinding", file=sys.stderr)
+    for line in security_warnings(host, api_key, hosts):
+        print(f"xai-onnx serve: WARNING: {line}", file=sys.stderr)
     import uvicorn
 
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, http=protocol_class(limits),
