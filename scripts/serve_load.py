@@ -72,7 +72,8 @@ def run(bundle: str, code: str | None, n: int, steps: int, timeout: float, serve
     if code:
         env["PYTHONPATH"] = code + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.Popen([sys.executable, "-m", "xai_onnx.cli", "serve", bundle, "--port", str(port), *serve_args],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            cwd=code or Path(__file__).resolve().parents[1])  # `-m` puts the working directory first
     err: list[bytes] = []
     threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True).start()  # type: ignore[arg-type]
     try:

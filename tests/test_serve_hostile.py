@@ -137,6 +137,24 @@ def test_time_limit_answers_504_and_frees_the_worker(handmade):
         assert answers[-1] == 200, answers
 
 
+def test_full_queue_answers_503(handmade):
+    texts = ["good movie very fun a the not dull bad"] * 8
+    heavy = {"texts": texts, "method": "ig", "steps": 1024, "target": "all"}
+    with running(handmade[0], "--timeout", "3", "--max-concurrency", "1", "--max-queue", "0", "--batch-size", "1",
+                 "--max-evaluations", "4096") as s:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            first = pool.submit(s.post, "/v1/explain", heavy)
+            seen = []
+            for _ in range(40):  # until the heavy request holds the only worker and the small one is turned away
+                seen.append(s.request("POST", "/v1/predict", {"texts": ["good"]}))
+                if seen[-1][0] == 503 or first.done():
+                    break
+                time.sleep(0.05)
+            status, payload, headers = seen[-1]
+            assert status == 503 and "busy" in payload["error"] and headers["Retry-After"] == "1"
+            assert first.result(timeout=60)[0] == 504
+
+
 def test_cli_explain_has_the_same_budget(handmade, capsys):
     from xai_onnx.cli import main
 
