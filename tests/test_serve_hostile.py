@@ -122,10 +122,11 @@ def test_work_over_the_evaluation_budget_names_the_option(handmade):
 
 def test_time_limit_answers_504_and_frees_the_worker(handmade):
     texts = ["good movie very fun a the not dull bad"] * 8
-    heavy = {"texts": texts, "method": "ig", "steps": 1024, "target": "all"}  # 24,576 gradient rows, 1 per call
+    # 24,576 gradient rows, 1 per call (a Riemann rule: Gauss-Legendre's nodes at 1024 steps take seconds to build)
+    heavy = {"texts": texts, "method": "ig", "steps": 1024, "target": "all", "integration": "riemann_middle"}
     with running(handmade[0], "--timeout", "2", "--max-concurrency", "1", "--batch-size", "1", "--max-evaluations", "4096") as s:
         status, payload, headers = s.request("POST", "/v1/explain", heavy)
-        assert status == 504 and "timed out" in payload["error"] and headers.get("X-Request-Id")
+        assert status == 504 and "the work was cancelled" in payload["error"] and headers.get("X-Request-Id")
         # the cancelled work stops at its next onnxruntime call and gives the only worker back: without
         # cancellation it would hold it for the whole computation and every request below would wait and time out
         answers = []
@@ -139,7 +140,7 @@ def test_time_limit_answers_504_and_frees_the_worker(handmade):
 
 def test_full_queue_answers_503(handmade):
     texts = ["good movie very fun a the not dull bad"] * 8
-    heavy = {"texts": texts, "method": "ig", "steps": 1024, "target": "all"}
+    heavy = {"texts": texts, "method": "ig", "steps": 1024, "target": "all", "integration": "riemann_middle"}
     with running(handmade[0], "--timeout", "3", "--max-concurrency", "1", "--max-queue", "0", "--batch-size", "1",
                  "--max-evaluations", "4096") as s:
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -151,7 +152,7 @@ def test_full_queue_answers_503(handmade):
                     break
                 time.sleep(0.05)
             status, payload, headers = seen[-1]
-            assert status == 503 and "busy" in payload["error"] and headers["Retry-After"] == "1"
+            assert status == 503 and "busy" in payload["error"] and headers["Retry-After"] == "1", ([x[0] for x in seen], first.done() and first.result())
             assert first.result(timeout=60)[0] == 504
 
 
