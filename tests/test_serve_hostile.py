@@ -152,7 +152,8 @@ def test_full_queue_answers_503(handmade):
                     break
                 time.sleep(0.05)
             status, payload, headers = seen[-1]
-            assert status == 503 and "busy" in payload["error"] and headers["Retry-After"] == "1", ([x[0] for x in seen], first.done() and first.result())
+            assert status == 503, [x[0] for x in seen]
+            assert "busy" in payload["error"] and headers["Retry-After"] == "1"
             assert first.result(timeout=60)[0] == 504
 
 
