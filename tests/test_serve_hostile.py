@@ -105,6 +105,10 @@ def test_huge_step_counts_are_refused_before_any_work(server):
         status, payload = server.post("/v1/explain", {"texts": ["good movie"], "method": "ig", "steps": steps})
         assert status == 422 and "steps" in payload["error"] and "1024" in payload["error"]
         assert time.monotonic() - started < CLIENT_TIMEOUT
+    status, payload = server.post("/v1/explain", {"texts": ["good"], "method": "ig", "adaptive": True, "max_steps": 4000})
+    assert status == 422 and "max_steps" in payload["error"]
+    status, payload = server.post("/v1/explain", {"texts": ["good"], "method": "occlusion", "steps": 8})
+    assert status == 422 and "steps" in payload["error"]  # an option none of the methods asked for takes
     assert health_ok(server)
 
 
@@ -161,8 +165,10 @@ def test_cli_explain_has_the_same_budget(handmade, capsys):
     from xai_onnx.cli import main
 
     bundle = str(handmade[0])
-    assert main(["explain", bundle, "--text", "good movie", "--method", "ig", "--steps", "100000000"]) == 2
-    assert "--steps 100000000 is over the limit of 1024" in capsys.readouterr().err
+    assert main(["explain", bundle, "--text", "good movie", "--method", "ig", "--steps", "2000"]) == 2
+    assert "--steps 2000 is over the limit of 1024" in capsys.readouterr().err
+    assert main(["explain", bundle, "--text", "good", "--method", "ig", "--adaptive", "--max-steps", "4096"]) == 2
+    assert "needs 4096 evaluations" in capsys.readouterr().err
     assert main(["explain", bundle, "--text", "good movie", "--method", "ig", "--max-evaluations", "40"]) == 2
     err = capsys.readouterr().err
     assert "needs 50 evaluations" in err and "lower steps" in err and "--max-evaluations" in err

@@ -31,14 +31,12 @@ from typing import Any
 
 import numpy as np
 
-from .errors import GradientUnavailableError, XaiOnnxError
+from .errors import GradientUnavailableError, InputError, XaiOnnxError
 from .limits import Cancel, Cancelled, Limits, cancellable, check_work
-from .methods import METHODS
 from .model import Model
+from .registry import all_options, get_method, make_explainer, method_names, method_table, parse_methods
 
-OPTIONS: dict[str, type | tuple[type, ...]] = {
-    "target": (str, int), "steps": int, "integration": str, "baseline": str, "output": str, "window": int,
-           "stride": int, "epsilon": float, "adaptive": bool, "tolerance": float}
+STEP_FIELDS = ("steps", "max_steps")  # IG's fixed steps and adaptive IG's most evaluations: both capped by max_steps
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 API_KEY_ENV = "XAI_ONNX_API_KEY"
 
@@ -113,44 +111,31 @@ def _texts(body: dict[str, Any], limits: Limits) -> list[str]:
 
 def _methods(body: dict[str, Any]) -> list[str]:
     """``"method"``: a name, several comma-separated (the CLI's form), or a list of names."""
-    given = body.get("method")
-    if isinstance(given, str):
-        names = [m.strip() for m in given.split(",") if m.strip()]
-    elif isinstance(given, list) and all(isinstance(m, str) for m in given):
-        names = [m.strip() for m in given]
-    else:
-        names = []
-    if not names or any(m not in METHODS for m in names):
-        raise HTTPProblem(422, f'"method" must be one of {", ".join(METHODS)}, several comma-separated, or a list '
-                               f"of them; got {json.dumps(given)[:80]}")
-    return names
+    try:
+        return parse_methods(body.get("method"))
+    except InputError as exc:
+        raise HTTPProblem(422, f'"method": {exc}; choose from {", ".join(method_names())}') from exc
 
 
-def _options(body: dict[str, Any], limits: Limits) -> dict[str, Any]:
-    unknown = set(body) - set(OPTIONS) - {"texts", "method"}
+def _options(body: dict[str, Any], methods: list[str], limits: Limits) -> dict[str, Any]:
+    """The method options of a body, by their CLI names; each must be taken by one of ``methods``. The registry
+    checks types and bounds; the step counts are held to ``limits.max_steps`` first (building IG's quadrature
+    alone costs time and memory that grow with them)."""
+    every = all_options()
+    allowed = {key for key, (_, names) in every.items() if key != "batch_size" and set(names) & set(methods)}
+    unknown = set(body) - allowed - {"texts", "method", "target"}
     if unknown:
-        raise HTTPProblem(422, f"unknown field(s) {sorted(unknown)}; allowed: texts, method, {', '.join(OPTIONS)}")
-    out = {}
-    for key, kind in OPTIONS.items():
-        if key in body and body[key] is not None:
-            value = body[key]
-            if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
-                if not (kind is float and isinstance(value, int) and not isinstance(value, bool)):
-                    raise HTTPProblem(422, f'"{key}" has the wrong type')
-            out[key] = value
-    steps = out.get("steps")
-    if steps is not None and not 1 <= steps <= limits.max_steps:
-        raise HTTPProblem(422, f'"steps" must be between 1 and {limits.max_steps}, got {steps}')
+        raise HTTPProblem(422, f"unknown field(s) {sorted(unknown)} for {', '.join(methods)}; allowed: texts, method, "
+                               f"target, {', '.join(sorted(allowed))}")
+    out = {k: v for k, v in body.items() if k in allowed}
+    for key in STEP_FIELDS:
+        value = out.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > limits.max_steps:
+            raise HTTPProblem(422, f'"{key}" must be at most {limits.max_steps} (this server\'s limit), got {value:g}')
     baseline = out.get("baseline")
-    if baseline is not None and len(baseline) > limits.max_chars:
+    if isinstance(baseline, str) and len(baseline) > limits.max_chars:
         raise HTTPProblem(413, f"a baseline text of {len(baseline)} characters; the limit is {limits.max_chars}")
     return out
-
-
-def _make_explainer(model: Model, method: str, options: dict[str, Any]) -> Any:
-    from .cli import make_explainer
-
-    return make_explainer(model, method, options)
 
 
 def prepare_explain(model: Model, body: dict[str, Any], limits: Limits) -> Callable[[], dict[str, Any]]:
@@ -158,14 +143,15 @@ def prepare_explain(model: Model, body: dict[str, Any], limits: Limits) -> Calla
     texts = _texts(body, limits)
     methods = _methods(body)
     for method in methods:
-        if METHODS[method].needs_gradient and not model.has_gradient:
+        if get_method(method).needs_gradient and not model.has_gradient:
             raise HTTPProblem(409, f"method {method!r} needs the gradient graph, which this bundle lacks; "
                                    "use occlusion or fd, or re-export the bundle with `xai-onnx export`")
-    options = _options(body, limits)
-    target = options.pop("target", None)
-    if target is not None and target != "all":
-        model.resolve_target(target)
-    explainers = [_make_explainer(model, m, options) for m in methods]
+    options = _options(body, methods, limits)
+    target = body.get("target")
+    if target is not None and (isinstance(target, bool) or not isinstance(target, (str, int))):
+        raise HTTPProblem(422, '"target" must be a label name, an index or "all"')
+    model.task.check_target(target)
+    explainers = [make_explainer(model, m, options) for m in methods]
     check_work(model, explainers, texts, target, limits.max_evaluations, override="`serve --max-evaluations`")
     given = body["method"] if isinstance(body["method"], str) else ",".join(methods)
 
@@ -359,9 +345,10 @@ def create_app(model: Model, *, limits: Limits | None = None, api_key: str | Non
 
     async def describe(_request: Request, _deadline: float, _info: dict[str, Any]) -> dict[str, Any]:
         m = model.manifest
-        methods = [name for name, cls in METHODS.items() if model.has_gradient or not cls.needs_gradient]
-        return {"labels": list(m.labels), "methods": methods, "architecture": m.architecture, "max_length": m.max_length,
-                "gradient": model.has_gradient, "limits": limits.to_dict(),
+        table = [t for t in method_table() if model.has_gradient or not t["needs_gradient"]]
+        return {"labels": list(m.labels), "methods": [t["name"] for t in table], "method_options": table,
+                "architecture": m.architecture, "max_length": m.max_length, "gradient": model.has_gradient,
+                "limits": limits.to_dict(),
                 "security": {"api_key": api_key is not None, "allowed_hosts": None if hosts is None else sorted(hosts)}}
 
     def parsed(raw: bytes, info: dict[str, Any]) -> dict[str, Any]:
