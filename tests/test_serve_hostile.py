@@ -296,6 +296,7 @@ DEEP = b'{"texts": ' + b"[" * 30_000 + b"]" * 30_000 + b"}"
     ("/v1/explain", b'{"texts": ["ok"], "method": "ig", "baseline": 3}', 422),
     ("/v1/explain", b'{"texts": ["ok"], "method": ""}', 422),
     ("/v1/explain", b"\xff\xfe{}", 400),
+    ("/v1/explain", b'{"texts": ["' + b'\\"' * 30_000, 400),  # unterminated: quadratic for a naive string scan
     ("/v1/explain", b"", 400),
     ("/v1/predict", b'{"texts": ["ok"], "method": "ig"}', 422),
     ("/v1/predict", b'"texts"', 422),
