@@ -211,7 +211,7 @@ def create_app(model: Model, *, limits: Limits | None = None, api_key: str | Non
         from starlette.concurrency import run_in_threadpool
         from starlette.exceptions import HTTPException
         from starlette.requests import ClientDisconnect, Request
-        from starlette.responses import JSONResponse
+        from starlette.responses import JSONResponse, Response
         from starlette.routing import Route
     except ImportError as exc:
         raise XaiOnnxError("the service needs the serve extra: pip install 'xai-onnx[serve]'") from exc
@@ -249,7 +249,7 @@ def create_app(model: Model, *, limits: Limits | None = None, api_key: str | Non
             raise HTTPProblem(400, "the client disconnected while sending the body") from exc
         return b"".join(parts)
 
-    async def run_job(work: Callable[[], Any], deadline: float) -> Any:
+    async def run_job(work: Callable[[], Any], deadline: float) -> bytes:
         """Run ``work`` in a worker thread once one of max_concurrency slots is free; 503 when max_queue requests
         wait already, 504 at the deadline (the running onnxruntime call is then terminated; the slot stays taken
         until the thread has stopped, so the CPU work is bounded too)."""
@@ -266,9 +266,11 @@ def create_app(model: Model, *, limits: Limits | None = None, api_key: str | Non
             state["waiting"] -= 1
         token = Cancel()
 
-        def job() -> Any:
+        def job() -> bytes:
             with cancellable(token):
-                return work()
+                payload = work()
+            # rendered here, in the worker thread: 64 long texts' results are megabytes of JSON
+            return json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
 
         task = asyncio.ensure_future(run_in_threadpool(job))
 
@@ -316,7 +318,7 @@ def create_app(model: Model, *, limits: Limits | None = None, api_key: str | Non
                   f"{1000 * (time.monotonic() - started):.1f}ms id={request_id}", file=sys.stderr, flush=True)
 
     def guard(handler: Callable[[Request, float, dict[str, Any]], Any]) -> Callable[[Request], Any]:
-        async def wrapped(request: Request) -> JSONResponse:
+        async def wrapped(request: Request) -> Response:
             started = time.monotonic()
             request_id = uuid.uuid4().hex[:16]
             info: dict[str, Any] = {}
@@ -324,7 +326,8 @@ def create_app(model: Model, *, limits: Limits | None = None, api_key: str | Non
             try:
                 check_client(request)
                 payload = await handler(request, started + limits.timeout, info)
-                response = JSONResponse(payload, headers=headers)
+                response: Response = (Response(payload, media_type="application/json", headers=headers)
+                                      if isinstance(payload, bytes) else JSONResponse(payload, headers=headers))
             except HTTPProblem as exc:
                 response = JSONResponse({"error": str(exc)}, status_code=exc.status, headers={**headers, **exc.headers})
             except GradientUnavailableError as exc:
@@ -359,7 +362,7 @@ def create_app(model: Model, *, limits: Limits | None = None, api_key: str | Non
             info["n_texts"] = len(body["texts"])
         return body
 
-    async def predict(request: Request, deadline: float, info: dict[str, Any]) -> dict[str, Any]:
+    async def predict(request: Request, deadline: float, info: dict[str, Any]) -> bytes:
         raw = await in_time(read_body(request), deadline)
 
         def prepare() -> Callable[[], dict[str, Any]]:
@@ -373,7 +376,7 @@ def create_app(model: Model, *, limits: Limits | None = None, api_key: str | Non
         work = await in_time(run_in_threadpool(prepare), deadline)
         return await run_job(work, deadline)
 
-    async def explain(request: Request, deadline: float, info: dict[str, Any]) -> dict[str, Any]:
+    async def explain(request: Request, deadline: float, info: dict[str, Any]) -> bytes:
         raw = await in_time(read_body(request), deadline)
         work = await in_time(run_in_threadpool(lambda: prepare_explain(model, parsed(raw, info), limits)), deadline)
         return await run_job(work, deadline)
