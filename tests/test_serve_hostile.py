@@ -321,7 +321,7 @@ def test_a_bug_answers_500_with_a_request_id_that_the_log_has(handmade, capsys):
 
     model = Model(handmade[0])
 
-    def broken(texts):
+    def broken(*args, **kwargs):
         raise RuntimeError("a bug")
 
     model.predict = broken  # type: ignore[method-assign]

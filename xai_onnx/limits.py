@@ -75,10 +75,11 @@ class Limits:
 
     @property
     def body_bytes(self) -> int:
-        """The body limit: every text at its longest, each character JSON-escaped (6 bytes), plus 64 KiB of fields."""
+        """The body limit: every text and text pair at its longest, each character JSON-escaped (6 bytes), plus the
+        baseline text and 64 KiB of fields."""
         if self.max_body_bytes is not None:
             return self.max_body_bytes
-        return 6 * self.max_chars * (self.max_texts + 1) + 64 * 1024
+        return 6 * self.max_chars * (2 * self.max_texts + 1) + 64 * 1024
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -111,6 +111,32 @@ def _texts(body: dict[str, Any], limits: Limits) -> list[str]:
     return texts
 
 
+REQUEST_FIELDS = ("texts", "text_pairs", "method", "target", "positions", "outside")
+
+
+def _pairs(body: dict[str, Any], texts: list[str], limits: Limits) -> list[str] | None:
+    pairs = body.get("text_pairs")
+    if pairs is None:
+        return None
+    if not isinstance(pairs, list) or not all(isinstance(t, str) for t in pairs):
+        raise HTTPProblem(422, '"text_pairs" must be a list of strings')
+    if len(pairs) != len(texts):
+        raise HTTPProblem(422, f'{len(texts)} texts and {len(pairs)} text_pairs: give one pair text per text')
+    if pairs and max(len(t) for t in pairs) > limits.max_chars:
+        raise HTTPProblem(413, f"a text pair of {max(len(t) for t in pairs)} characters; the limit is {limits.max_chars}")
+    return pairs
+
+
+def _task_options(model: Model, body: dict[str, Any]) -> dict[str, Any]:
+    options = {k: body[k] for k in ("positions", "outside") if body.get(k) is not None}
+    if options and model.manifest.task != "token-classification":
+        raise HTTPProblem(422, f'"positions" and "outside" apply to token-classification bundles; this one is '
+                               f"{model.manifest.task}")
+    if "outside" in options and not isinstance(options["outside"], str):
+        raise HTTPProblem(422, '"outside" must be a label name')
+    return options
+
+
 def _methods(body: dict[str, Any]) -> list[str]:
     """``"method"``: a name, several comma-separated (the CLI's form), or a list of names."""
     try:
@@ -125,10 +151,10 @@ def _options(body: dict[str, Any], methods: list[str], limits: Limits) -> dict[s
     alone costs time and memory that grow with them)."""
     every = all_options()
     allowed = {key for key, (_, names) in every.items() if key != "batch_size" and set(names) & set(methods)}
-    unknown = set(body) - allowed - {"texts", "method", "target"}
+    unknown = set(body) - allowed - set(REQUEST_FIELDS)
     if unknown:
-        raise HTTPProblem(422, f"unknown field(s) {sorted(unknown)} for {', '.join(methods)}; allowed: texts, method, "
-                               f"target, {', '.join(sorted(allowed))}")
+        raise HTTPProblem(422, f"unknown field(s) {sorted(unknown)} for {', '.join(methods)}; allowed: "
+                               f"{', '.join(REQUEST_FIELDS)}, {', '.join(sorted(allowed))}")
     out = {k: v for k, v in body.items() if k in allowed}
     for key in STEP_FIELDS:
         value = out.get(key)
@@ -153,14 +179,17 @@ def prepare_explain(model: Model, body: dict[str, Any], limits: Limits) -> Calla
     if target is not None and (isinstance(target, bool) or not isinstance(target, (str, int))):
         raise HTTPProblem(422, '"target" must be a label name, an index or "all"')
     model.task.check_target(target)
+    pairs = _pairs(body, texts, limits)
+    task_options = _task_options(model, body)
     explainers = [make_explainer(model, m, options) for m in methods]
-    check_work(model, explainers, texts, target, limits.max_evaluations, override="`serve --max-evaluations`")
+    check_work(model, explainers, texts, target, limits.max_evaluations, override="`serve --max-evaluations`",
+               text_pairs=pairs)
     given = body["method"] if isinstance(body["method"], str) else ",".join(methods)
 
     def work() -> dict[str, Any]:
         results = []
         for ex in explainers:
-            results += [r.to_dict() for r in ex.explain(texts, target=target)]
+            results += [r.to_dict() for r in ex.explain(texts, target=target, text_pairs=pairs, **task_options)]
         return {"method": given, "results": results}
 
     return work
@@ -351,7 +380,7 @@ def create_app(model: Model, *, limits: Limits | None = None, api_key: str | Non
     async def describe(_request: Request, _deadline: float, _info: dict[str, Any]) -> dict[str, Any]:
         m = model.manifest
         table = [t for t in method_table() if model.has_gradient or not t["needs_gradient"]]
-        return {"labels": list(m.labels), "methods": [t["name"] for t in table], "method_options": table,
+        return {"task": m.task, "labels": list(m.labels), "methods": [t["name"] for t in table], "method_options": table,
                 "architecture": m.architecture, "max_length": m.max_length, "gradient": model.has_gradient,
                 "limits": limits.to_dict(),
                 "security": {"api_key": api_key is not None, "allowed_hosts": None if hosts is None else sorted(hosts)}}
@@ -367,11 +396,12 @@ def create_app(model: Model, *, limits: Limits | None = None, api_key: str | Non
 
         def prepare() -> Callable[[], dict[str, Any]]:
             body = parsed(raw, info)
-            unknown = set(body) - {"texts"}
+            unknown = set(body) - {"texts", "text_pairs"}
             if unknown:
-                raise HTTPProblem(422, f"unknown field(s) {sorted(unknown)}; /v1/predict takes texts only")
+                raise HTTPProblem(422, f"unknown field(s) {sorted(unknown)}; /v1/predict takes texts and text_pairs")
             texts = _texts(body, limits)
-            return lambda: {"results": [p.to_dict() for p in model.predict(texts)]}
+            pairs = _pairs(body, texts, limits)
+            return lambda: {"results": [p.to_dict() for p in model.predict(texts, pairs)]}
 
         work = await in_time(run_in_threadpool(prepare), deadline)
         return await run_job(work, deadline)
