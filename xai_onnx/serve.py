@@ -231,10 +231,11 @@ def allowed_hosts(host: str, extra: Iterable[str] = ()) -> frozenset[str] | None
 
 
 def create_app(model: Model, *, limits: Limits | None = None, api_key: str | None = None,
-               hosts: frozenset[str] | None = frozenset(LOOPBACK_NAMES), quiet: bool = True,
+               hosts: frozenset[str] | None = None, quiet: bool = True,
                max_texts: int | None = None, max_chars: int | None = None) -> Any:
-    """The ASGI application. hosts: Host names accepted (None: any). api_key: bearer token every endpoint but
-    /health requires. quiet: no request log on stderr."""
+    """The ASGI application. hosts: Host names accepted (None, the default here: any; :func:`serve` passes the
+    bound address's, see :func:`allowed_hosts`). api_key: bearer token every endpoint but /health requires.
+    quiet: no request log on stderr."""
     try:
         from starlette.applications import Starlette
         from starlette.concurrency import run_in_threadpool
