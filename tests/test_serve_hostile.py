@@ -423,7 +423,7 @@ def test_connections_over_the_limit_are_closed(handmade):
     with running(handmade[0], "--max-connections", "4", "--header-timeout", "30") as s:
         socks = [socket.create_connection(("127.0.0.1", s.port), timeout=10) for _ in range(10)]
         try:
-            closed = [closed_within(sock, 1.5) for sock in socks]
+            closed = [closed_within(sock, 0.5) for sock in socks]
             assert sum(closed) >= 6 and not all(closed)
         finally:
             for sock in socks:
