@@ -15,7 +15,7 @@ from .base import BASELINE, OUTPUT, Computed, Explainer, Item, batch_option
 INITIAL_NODES = 5  # adaptive mode's first round: alpha = 0, 1/4, 1/2, 3/4, 1
 
 
-MAX_STEPS = 4096  # a bound on one text's gradient evaluations, whatever the caller asks
+MAX_STEPS = 1024  # a bound on one text's gradient evaluations whatever the caller asks (Gauss-Legendre nodes cost O(n^3) to build)
 
 
 @register
