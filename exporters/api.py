@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -14,6 +12,7 @@ import numpy as np
 from xai_onnx.manifest import DEFAULT_AXES, SCHEMA_VERSION, TASKS, GraphSpec, Manifest, SpecialToken
 
 from .errors import ExportInputError
+from .output import check_output, make_work_dir, remove_stale_work_dirs, swap_into_place, terminate_as_interrupt
 from .sources import first_token_last_layer, prepare
 from .storage import save_with_shared_weights
 from .trace import (
@@ -42,31 +41,17 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _check_output(out_dir: Path, overwrite: bool) -> Path:
-    out_dir = out_dir.resolve()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ExportInputError(f"output {out_dir} exists and is not a directory: choose another path")
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise ExportInputError(f"output directory {out_dir} is not empty: choose another path or pass --overwrite")
-    parent = out_dir.parent
-    while not parent.exists():
-        parent = parent.parent
-    try:  # a real write, not os.access: root passes access checks on read-only filesystems
-        probe = tempfile.mkdtemp(prefix=".xai-onnx-probe.", dir=parent)
-        os.rmdir(probe)
-    except OSError as exc:
-        raise ExportInputError(f"cannot write to {parent} ({exc.strerror}): choose an output directory you can write to") from exc
-    return out_dir
-
-
+@terminate_as_interrupt()
 def export_bundle(source: str | Path, out_dir: str | Path, *, head: str | Path | None = None,
                   max_length: int | None = None, opset: int = 18, gradient: bool = True,
                   overwrite: bool = False, validate_export: bool = True, int8: bool = False,
                   task: str | None = None) -> Manifest:
     """Export ``source`` (a HF classifier directory, or a sentence-transformers encoder with ``head``) to ``out_dir``.
 
-    The bundle is built in a temporary directory next to ``out_dir`` and moved into place only after validation
-    passed, so a failed export leaves nothing behind. Returns the bundle's manifest. ``int8`` adds an int8 copy
+    The bundle is built in a work directory next to ``out_dir`` and swapped into place only after validation
+    passed, so a failed or interrupted (SIGINT, SIGTERM) export leaves nothing behind; the next export to the same
+    place removes what a killed one (SIGKILL) left. ``overwrite`` replaces only a directory that holds a bundle, in
+    one step (:func:`~xai_onnx_exporters.output.swap_into_place`). Returns the bundle's manifest. ``int8`` adds an int8 copy
     of the gradient graph (``Model(bundle, precision="int8")``), its fidelity against float32 in the manifest.
     ``task`` (``sequence-classification``, ``token-classification``, ``similarity``) overrides the detected task.
     """
@@ -76,7 +61,8 @@ def export_bundle(source: str | Path, out_dir: str | Path, *, head: str | Path |
         raise ExportInputError("--int8 quantises the gradient graph: it cannot be combined with --no-gradient")
     if opset not in SUPPORTED_OPSETS:
         raise ExportInputError(f"--opset {opset} is not supported: use {SUPPORTED_OPSETS.start} to {SUPPORTED_OPSETS.stop - 1}")
-    out = _check_output(Path(out_dir), overwrite)
+    out = check_output(Path(out_dir), overwrite)
+    remove_stale_work_dirs(out)
     prep = prepare(source, head, max_length, task)
     task = prep.task
     if int8 and task != "sequence-classification":
@@ -105,11 +91,7 @@ def export_bundle(source: str | Path, out_dir: str | Path, *, head: str | Path |
                                                 opset)
     export_seconds = time.perf_counter() - t0
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the bundle should look like any directory
+    work, tmp = make_work_dir(out)
     try:
         sizes = save_with_shared_weights(models, tmp, FILES["weights"])
         np.save(tmp / FILES["embeddings"], prep.embeddings)
@@ -165,10 +147,8 @@ def export_bundle(source: str | Path, out_dir: str | Path, *, head: str | Path |
             normalize=prep.normalize,
         )
         manifest.save(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        swap_into_place(work, tmp, out)
+    except BaseException:  # ExportTerminated (SIGTERM) and KeyboardInterrupt too
+        shutil.rmtree(work, ignore_errors=True)
         raise
     return manifest

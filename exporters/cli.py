@@ -13,6 +13,7 @@ from xai_onnx.paths import default_bundle_dir
 
 from .api import export_bundle
 from .errors import ExportInputError, ValidationError
+from .output import ExportTerminated
 
 
 def default_source() -> tuple[str, str, str]:
@@ -41,7 +42,8 @@ def main(argv: Sequence[str]) -> int:
     p.add_argument("--no-gradient", action="store_true", help="forward graph only (gradient methods unavailable)")
     p.add_argument("--int8", action="store_true", help="also write an int8 gradient graph (faster, less faithful; "
                    "use it with --precision int8)")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it holds a bundle (in one step: "
+                   "the old bundle stays until the new one is complete)")
     p.add_argument("--no-validate", action="store_true", help="skip the check against torch autograd")
     args = p.parse_args(list(argv))
     if args.default:
@@ -64,6 +66,9 @@ def main(argv: Sequence[str]) -> int:
     except ExportInputError as exc:
         print(f"xai-onnx export: error: {exc}", file=sys.stderr)
         return 2
+    except ExportTerminated as exc:
+        print(f"xai-onnx export: stopped by signal {exc.signum}; nothing was written", file=sys.stderr)
+        return 128 + exc.signum
     except ValidationError as exc:
         print(f"xai-onnx export: validation failed: {exc}", file=sys.stderr)
         return 1
