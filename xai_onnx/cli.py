@@ -19,11 +19,11 @@ EXIT_USAGE = 2
 def _common(p: argparse.ArgumentParser, formats: tuple[str, ...] = ("json", "text")) -> None:
     p.add_argument("bundle", help="bundle directory written by `xai-onnx export`")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--text", nargs="+", help="one or more texts")
+    src.add_argument("--text", nargs="+", action="extend", help="one or more texts (the flag may be repeated)")
     src.add_argument("--input", help="a text file (one text a line) or JSONL with a \"text\" field (and \"text_pair\" "
                      "for sentence pairs)")
-    p.add_argument("--text-pair", nargs="+", default=None, help="the second text of each pair, one per --text "
-                   "(NLI, cross-encoders, similarity)")
+    p.add_argument("--text-pair", nargs="+", action="extend", default=None, help="the second text of each pair, one "
+                   "per --text (NLI, cross-encoders, similarity; the flag may be repeated)")
     p.add_argument("--format", choices=formats, default="json")
     _runtime_options(p)
 
@@ -32,12 +32,53 @@ def _runtime_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--providers", nargs="+", default=None, help="onnxruntime execution providers (default: CPU)")
     p.add_argument("--precision", choices=("float32", "int8"), default="float32",
                    help="gradient graph: float32 (default) or the int8 copy of a bundle exported with --int8")
-    p.add_argument("--threads", type=int, default=None, help="intra-op threads")
-    p.add_argument("--batch-size", type=int, default=64, help="rows per onnxruntime call")
+    p.add_argument("--threads", type=positive_int, default=None, help="intra-op threads (default: onnxruntime's)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="rows per onnxruntime call")
+
+
+def positive_int(value: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {n}")
+    return n
+
+
+def port_number(value: str) -> int:
+    """argparse type: a TCP port, 1 to 65535."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number (1 to 65535), got {value!r}") from None
+    if not 1 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number (1 to 65535), got {n}")
+    return n
+
+
+def utf8_argument(flag: str, value: str) -> str:
+    """``value`` from argv, refused if it holds bytes that are not UTF-8 (Python keeps them as lone surrogates,
+    which no tokenizer or JSON encoder accepts)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raw = value.encode("utf-8", "surrogateescape")
+        at = len(value[:exc.start].encode("utf-8", "surrogateescape"))
+        raise InputError(f"{flag} is not valid UTF-8 (byte 0x{raw[at]:02x} at byte {at}): pass UTF-8 text, "
+                         "or put the texts in a UTF-8 file for --input") from None
+    return value
+
+
+def _utf8_values(flag: str, values: Sequence[str]) -> list[str]:
+    return [utf8_argument(f"{flag} value {i + 1}" if len(values) > 1 else flag, t) for i, t in enumerate(values)]
 
 
 def _texts(args: argparse.Namespace) -> list[str]:
-    return list(args.text) if args.text is not None else read_texts(args.input)
+    if args.text is not None:
+        return _utf8_values("--text", args.text)
+    return read_texts(args.input)
 
 
 def _inputs(args: argparse.Namespace) -> tuple[list[str], list[str] | None]:
@@ -47,10 +88,10 @@ def _inputs(args: argparse.Namespace) -> tuple[list[str], list[str] | None]:
 
     pairs = getattr(args, "text_pair", None)
     if args.text is not None:
-        texts = list(args.text)
+        texts = _texts(args)
         if pairs is not None and len(pairs) != len(texts):
             raise InputError(f"{len(texts)} --text and {len(pairs)} --text-pair: give one pair text per text")
-        return texts, None if pairs is None else list(pairs)
+        return texts, None if pairs is None else _utf8_values("--text-pair", pairs)
     if pairs is not None:
         raise InputError("--text-pair goes with --text; in an --input JSONL file give each line a \"text_pair\"")
     return read_text_pairs(args.input)
@@ -347,7 +388,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, metadata.EntryPoi
     p.add_argument("bundle")
     p.add_argument("--data", required=True, help="JSONL, CSV/TSV or SST-2 format (labels are not needed)")
     p.add_argument("--methods", default="ig,saliency,grad_x_input,occlusion,fd", help="comma-separated")
-    p.add_argument("--limit", type=int, default=None, help="first N texts only")
+    p.add_argument("--limit", type=positive_int, default=None, help="first N texts only")
     p.add_argument("--removal", choices=("delete", "pad", "mask"), default="delete")
     p.add_argument("--output", choices=("prob", "logit"), default="prob")
     p.add_argument("--random-state", type=int, default=0)
@@ -394,10 +435,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, metadata.EntryPoi
     p = sub.add_parser("serve", help="HTTP service (needs the serve extra)")
     p.add_argument("bundle")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=port_number, default=8000, help="TCP port, 1 to 65535 (8000)")
     d = _limits_defaults()
-    p.add_argument("--max-texts", type=int, default=d.max_texts, help="texts per request (413 above)")
-    p.add_argument("--max-chars", type=int, default=d.max_chars, help="characters per text and baseline text (413 above)")
+    p.add_argument("--max-texts", type=positive_int, default=d.max_texts, help="texts per request (413 above)")
+    p.add_argument("--max-chars", type=positive_int, default=d.max_chars, help="characters per text and baseline text (413 above)")
     p.add_argument("--max-steps", type=int, default=d.max_steps, help="IG steps (422 above)")
     p.add_argument("--max-evaluations", type=int, default=d.max_evaluations,
                    help="gradient or forward rows per text and method (422 above)")

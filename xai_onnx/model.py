@@ -100,6 +100,22 @@ def plan_batches(lengths: Sequence[int], max_rows: int, call_cost: float = CALL_
 PRECISIONS = ("float32", "int8")
 
 
+def _positive_int(name: str, value: Any, hint: str = "") -> None:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise InputError(f"{name} must be an integer >= 1{hint}, got {type(value).__name__} {value!r:.40}")
+    if value < 1:
+        raise InputError(f"{name} must be an integer >= 1{hint}, got {value}")
+
+
+def check_model_arguments(bundle: Any, threads: Any, batch_size: Any) -> None:
+    """:class:`Model`'s arguments checked before any file is read: InputError naming the argument."""
+    if not isinstance(bundle, (str, os.PathLike)):
+        raise InputError(f"bundle must be a directory path (str or os.PathLike) or \"default\", got {type(bundle).__name__}")
+    if threads is not None:
+        _positive_int("threads", threads, " (None for onnxruntime's default)")
+    _positive_int("batch_size", batch_size)
+
+
 class Model:
     """An explainer bundle loaded into onnxruntime.
 
@@ -123,8 +139,7 @@ class Model:
                  batch_size: int = 64, precision: str = "float32", memory_budget: int = 512 * MIB):
         if isinstance(memory_budget, bool) or not isinstance(memory_budget, int) or memory_budget < 1:
             raise InputError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
-        if batch_size < 1:
-            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        check_model_arguments(bundle, threads, batch_size)
         if precision not in PRECISIONS:
             raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         from .paths import DEFAULT_BUNDLE_NAME, resolve_bundle

@@ -9,7 +9,7 @@ from typing import Any
 
 import onnxruntime as ort
 
-from .errors import BundleError, ProviderError
+from .errors import BundleError, InputError, ProviderError
 
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 # TF32 matrix products (onnxruntime's CUDA default) keep 10 mantissa bits: enough for a prediction, not for
@@ -23,10 +23,33 @@ def provider_name(p: Provider) -> str:
     return p if isinstance(p, str) else p[0]
 
 
+def check_providers(providers: Any) -> list[Provider]:
+    """``providers`` as a list of names or (name, options) pairs. One name, or one (name, options) pair, is taken
+    as a list of one (a string is not split into characters). InputError naming the bad entry."""
+    if providers is None:
+        return []
+    if isinstance(providers, str):
+        return [providers]
+    if isinstance(providers, tuple) and len(providers) == 2 and isinstance(providers[0], str) and isinstance(providers[1], dict):
+        return [providers]
+    if not isinstance(providers, (list, tuple)):
+        raise InputError(f"providers must be a list of execution provider names, got {type(providers).__name__}")
+    out: list[Provider] = []
+    for i, p in enumerate(providers):
+        if isinstance(p, str):
+            out.append(p)
+        elif (isinstance(p, (tuple, list)) and len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], dict)
+              and all(isinstance(k, str) for k in p[1])):
+            out.append((p[0], dict(p[1])))
+        else:
+            raise InputError(f"providers[{i}] must be a provider name or a (name, options dict) pair, got {p!r:.60}")
+    return out
+
+
 def resolve_providers(providers: Sequence[Provider] | None) -> list[Provider]:
     """Check requested providers (names, or (name, options) pairs) against the installed onnxruntime; CPU is always
     kept as the last fallback."""
-    wanted: list[Provider] = list(providers) if providers else list(DEFAULT_PROVIDERS)
+    wanted = check_providers(providers) or list(DEFAULT_PROVIDERS)
     available = ort.get_available_providers()
     missing = [provider_name(p) for p in wanted if provider_name(p) not in available]
     if missing:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,12 @@ class TextEncoder:
         except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception on a bad file
             raise BundleError(f"cannot read tokenizer {path} ({exc}): the bundle is corrupt, re-export it") from exc
         self._tok.no_padding()
+        # user text is text: "[CLS]" or "<s>" typed in it is tokenised like any other characters, never matched as
+        # the special token (the post-processor still adds the real ones)
+        self._tok.encode_special_tokens = True
+        self._unk_id = _unk_id(self._tok)
+        self._special_ids = np.array(sorted(i for i, t in self._tok.get_added_tokens_decoder().items()
+                                            if t.special and i != self._unk_id), dtype=np.int64)
         # longest_first: a pair loses tokens from its longer text first (as transformers' default does)
         self._tok.enable_truncation(max_length, strategy="longest_first")
         self.max_length = max_length
@@ -83,7 +90,7 @@ class TextEncoder:
                                 dtype=np.int64)
             out.append(Encoded(
                 text=text,
-                ids=np.asarray(enc.ids, dtype=np.int64),
+                ids=self.plain_ids(np.asarray(enc.ids, dtype=np.int64), special),
                 type_ids=np.asarray(enc.type_ids, dtype=np.int64),
                 special=special,
                 tokens=tuple(enc.tokens),
@@ -94,6 +101,29 @@ class TextEncoder:
             ))
         return out
 
+    def plain_ids(self, ids: np.ndarray, special: np.ndarray) -> np.ndarray:
+        """``ids`` with every position of user text that still carries a special token's id (a Unigram vocabulary
+        can hold ``<s>`` as an ordinary piece) set to the unknown token's id: user text never reaches the model as
+        a separator, padding, mask or sequence start. ``special``: the tokenizer's special-tokens mask. The unknown
+        token is the one special token user text may produce (for characters the vocabulary lacks)."""
+        leak = ~special & np.isin(ids, self._special_ids)
+        if leak.any():
+            if self._unk_id is None:
+                raise InputError(f"the text holds {self.id_to_token(int(ids[leak][0]))!r}, which this tokenizer (without "
+                                 "an unknown token) can only read as a special token: remove it from the text")
+            ids = ids.copy()
+            ids[leak] = self._unk_id
+        return ids
+
+
+def _unk_id(tok: Tokenizer) -> int | None:
+    """The id of the tokenizer model's unknown token, if it has one."""
+    model = json.loads(tok.to_str()).get("model", {})
+    if isinstance(model.get("unk_id"), int):  # Unigram
+        return int(model["unk_id"])
+    unk = model.get("unk_token")
+    return tok.token_to_id(unk) if isinstance(unk, str) else None
+
 
 def check_texts(texts: Sequence[str], name: str = "texts") -> None:
     if isinstance(texts, str):
@@ -101,3 +131,8 @@ def check_texts(texts: Sequence[str], name: str = "texts") -> None:
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise InputError(f"{name}[{i}] is {type(t).__name__}, not str")
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate: invalid UTF-8 decoded with surrogateescape, or bad JSON
+            raise InputError(f"{name}[{i}] is not valid Unicode: a lone surrogate (U+{ord(t[exc.start]):04X}) at "
+                             f"character {exc.start}; was it read from bytes that are not UTF-8?") from None

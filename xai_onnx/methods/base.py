@@ -263,10 +263,17 @@ class Explainer(ABC):
         return self.shape(encoded, items, computed)
 
     # ---- results -------------------------------------------------------------------------------------------------
-    def _notes(self, e: Encoded) -> list[str]:
+    def _notes(self, e: Encoded, scores: np.ndarray | None = None) -> list[str]:
         notes = []
         if not (~e.special).any():
-            notes.append("text has no tokens to attribute (empty or whitespace only): every score is 0")
+            # every method keeps special tokens in its baseline, so IG, occlusion and fd give them 0; saliency and
+            # grad x input report their gradient: say which of the two this result is
+            if scores is not None and not np.any(scores):
+                notes.append("text has no tokens to attribute (empty or whitespace only): every score is 0")
+            else:
+                specials = ", ".join(dict.fromkeys(t for t, sp in zip(e.tokens, e.special) if sp))
+                notes.append("text has no tokens to attribute (empty or whitespace only): the only scores are the "
+                             f"special tokens' ({specials}), which say nothing about the text")
         if e.truncated:
             notes.append(f"text truncated to {len(e)} tokens (the model's limit, {self.model.manifest.max_length}); "
                          "the rest was not seen by the model")
@@ -299,7 +306,7 @@ class Explainer(ABC):
             output_value=item.output_value, baseline_value=item.baseline_value,
             convergence_delta=c.convergence_delta,
             settings={**self.settings(), **self.run_settings(), **(c.settings or {})},
-            truncated=e.truncated, warnings=tuple(self._notes(e)),
+            truncated=e.truncated, warnings=tuple(self._notes(e, c.scores)),
             text_pair=e.text_pair, segments=None if e.text_pair is None else tuple(e.segment_list()))
 
     def _similarity_result(self, pair: list[tuple[Item, Computed]]) -> Attribution:
@@ -318,7 +325,7 @@ class Explainer(ABC):
             scores=np.concatenate([ca.scores, cb.scores]).astype(np.float64), target=target, prediction=target,
             probabilities={}, output=self.output, output_value=a.output_value, baseline_value=None,
             convergence_delta=None, settings={**self.settings(), **self.run_settings(), **extra},
-            truncated=ea.truncated or eb.truncated, warnings=tuple(self._notes(ea) + self._notes(eb)),
+            truncated=ea.truncated or eb.truncated, warnings=tuple(self._notes(ea, ca.scores) + self._notes(eb, cb.scores)),
             text_pair=eb.text, segments=tuple(segments), sides=sides)
 
     def _token_result(self, e: Encoded, pieces: list[tuple[Item, Computed]]) -> TokenAttribution:
