@@ -5,6 +5,7 @@ The runtime never imports this package; the bundle's manifest is the only contra
 
 from .api import export_bundle
 from .errors import ExportError, ExportInputError, ValidationError
+from .output import ExportTerminated
 from .sources import ARCHITECTURES
 
-__all__ = ["ARCHITECTURES", "ExportError", "ExportInputError", "ValidationError", "export_bundle"]
+__all__ = ["ARCHITECTURES", "ExportError", "ExportInputError", "ExportTerminated", "ValidationError", "export_bundle"]

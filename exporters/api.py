@@ -51,7 +51,11 @@ def export_bundle(source: str | Path, out_dir: str | Path, *, head: str | Path |
     The bundle is built in a work directory next to ``out_dir`` and swapped into place only after validation
     passed, so a failed or interrupted (SIGINT, SIGTERM) export leaves nothing behind; the next export to the same
     place removes what a killed one (SIGKILL) left. ``overwrite`` replaces only a directory that holds a bundle, in
-    one step (:func:`~xai_onnx_exporters.output.swap_into_place`). Returns the bundle's manifest. ``int8`` adds an int8 copy
+    one step (:func:`~xai_onnx_exporters.output.swap_into_place`). Called in the main thread, SIGTERM during the
+    export raises :class:`~xai_onnx_exporters.output.ExportTerminated` (a KeyboardInterrupt) once the work directory
+    is removed; the caller's own SIGTERM handler is back when the function returns.
+
+    Returns the bundle's manifest. ``int8`` adds an int8 copy
     of the gradient graph (``Model(bundle, precision="int8")``), its fidelity against float32 in the manifest.
     ``task`` (``sequence-classification``, ``token-classification``, ``similarity``) overrides the detected task.
     """
