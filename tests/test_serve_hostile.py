@@ -165,10 +165,13 @@ def test_cli_explain_has_the_same_budget(handmade, capsys):
     from xai_onnx.cli import main
 
     bundle = str(handmade[0])
-    assert main(["explain", bundle, "--text", "good movie", "--method", "ig", "--steps", "2000"]) == 2
-    assert "--steps 2000 is over the limit of 1024" in capsys.readouterr().err
-    assert main(["explain", bundle, "--text", "good", "--method", "ig", "--adaptive", "--max-steps", "4096"]) == 2
-    assert "needs 4096 evaluations" in capsys.readouterr().err
+    for flag in ("--steps", "--max-steps"):  # the registry's bound, checked by argparse before any work
+        with pytest.raises(SystemExit) as exc:
+            main(["explain", bundle, "--text", "good movie", "--method", "ig", flag, "2000"])
+        assert exc.value.code == 2 and "<= 1024" in capsys.readouterr().err
+    assert main(["explain", bundle, "--text", "good", "--method", "ig", "--adaptive", "--max-steps", "1024",
+                 "--max-evaluations", "1000"]) == 2
+    assert "needs 1024 evaluations" in capsys.readouterr().err
     assert main(["explain", bundle, "--text", "good movie", "--method", "ig", "--max-evaluations", "40"]) == 2
     err = capsys.readouterr().err
     assert "needs 50 evaluations" in err and "lower steps" in err and "--max-evaluations" in err
