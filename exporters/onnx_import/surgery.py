@@ -79,21 +79,34 @@ def _ids_aliases(graph: onnx.GraphProto, ids: str) -> set[str]:
     return names
 
 
-def find_word_embedding(graph: onnx.GraphProto, ids: str = "input_ids") -> tuple[onnx.NodeProto, np.ndarray]:
-    """The Gather of a constant 2-d table by input_ids (the largest, if several)."""
+def find_word_embedding(graph: onnx.GraphProto, ids: str = "input_ids") -> tuple[list[onnx.NodeProto], str, np.ndarray]:
+    """The Gather of a constant 2-d table by input_ids (the largest, if several): (nodes to remove, the embeddings
+    tensor, the float table). A quantised table (``Gather`` of int8 rows then ``DequantizeLinear``, as
+    ``quantize_dynamic`` writes it) is dequantised here."""
     producers = _producers(graph)
     aliases = _ids_aliases(graph, ids)
-    found: list[tuple[onnx.NodeProto, np.ndarray]] = []
+    found: list[tuple[list[onnx.NodeProto], str, np.ndarray]] = []
     for n in graph.node:
         if n.op_type == "Gather" and len(n.input) == 2 and n.input[1] in aliases:
             axis = next((a.i for a in n.attribute if a.name == "axis"), 0)
             table = _constant_value(graph, n.input[0], producers)
-            if axis == 0 and table is not None and table.ndim == 2 and np.issubdtype(table.dtype, np.floating):
-                found.append((n, table))
+            if axis != 0 or table is None or table.ndim != 2:
+                continue
+            if np.issubdtype(table.dtype, np.floating):
+                found.append(([n], n.output[0], table))
+                continue
+            readers = _consumers(graph, n.output[0])
+            if len(readers) == 1 and readers[0][0].op_type == "DequantizeLinear" and readers[0][1] == 0:
+                dq = readers[0][0]
+                scale = _constant_value(graph, dq.input[1], producers)
+                zp = _constant_value(graph, dq.input[2], producers) if len(dq.input) > 2 and dq.input[2] else 0
+                if scale is not None and zp is not None and np.size(scale) == 1 and np.size(zp) == 1:
+                    deq = (table.astype(np.float32) - np.float32(zp)) * np.float32(scale)
+                    found.append(([n, dq], dq.output[0], deq))
     if not found:
         raise ExportInputError("no word-embedding lookup found: expected a Gather of a constant (vocab, dim) table by "
-                               f"{ids!r} (a quantised or fused embedding cannot be cut out)")
-    return max(found, key=lambda f: f[1].size)
+                               f"{ids!r} (a fused embedding cannot be cut out)")
+    return max(found, key=lambda f: f[2].size)
 
 
 def _find_head(graph: onnx.GraphProto, logits: str) -> tuple[str, np.ndarray, np.ndarray] | None:
@@ -151,7 +164,7 @@ def cut(model: onnx.ModelProto, *, fill_id: int, logits: str | None = None) -> S
         logits = LOGITS if LOGITS in outputs else (outputs[0] if len(outputs) == 1 else None)
     if logits is None or logits not in outputs:
         raise ExportInputError(f"cannot tell which output holds the logits (outputs: {outputs})")
-    gather, table = find_word_embedding(graph)
+    lookup, emb_name, table = find_word_embedding(graph)
     dim = int(table.shape[1])
     ids_info = inputs["input_ids"]
     batch, seq = ("batch", "sequence")
@@ -159,14 +172,14 @@ def cut(model: onnx.ModelProto, *, fill_id: int, logits: str | None = None) -> S
     if len(dims) == 2:
         batch = dims[0].dim_param or batch
         seq = dims[1].dim_param or seq
-    emb_name = gather.output[0]
     # every reader of the lookup's output reads inputs_embeds instead
     for n, i in _consumers(graph, emb_name):
         n.input[i] = EMBEDS
     for o in graph.output:
         if o.name == emb_name:
             raise ExportInputError("the word embeddings are a graph output: not a classifier")
-    graph.node.remove(gather)
+    for n in lookup:
+        graph.node.remove(n)
     # any other use of input_ids reads a stand-in of the same shape filled with a non-pad id
     stand_in = "input_ids/stand_in"
     uses = _consumers(graph, "input_ids")

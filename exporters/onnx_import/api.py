@@ -1,0 +1,279 @@
+"""``import_bundle``: an ONNX text classifier (an optimum export, or any graph taking ``input_ids``) -> a bundle.
+
+Needs onnx, onnxruntime, numpy and tokenizers only: no torch, no transformers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xai_onnx.manifest import SCHEMA_VERSION, GraphSpec, Manifest, SpecialToken
+
+from ..errors import ExportInputError
+from .autodiff import QUANTIZED, gradient_model
+from .surgery import cut
+
+FILES = {"forward": "forward.onnx", "gradient": "gradient.onnx", "weights": "weights.bin", "embeddings": "embeddings.npy",
+         "head": "head.npz", "tokenizer": "tokenizer.json"}
+SPECIAL_ROLES = ("pad", "mask", "unk", "cls", "sep")
+_ROLE_FALLBACKS = {"cls": "bos", "sep": "eos"}
+_GUESSES = {"pad": ("[PAD]", "<pad>"), "mask": ("[MASK]", "<mask>"), "unk": ("[UNK]", "<unk>"), "cls": ("[CLS]", "<s>"),
+            "sep": ("[SEP]", "</s>")}
+# position ids of these start after the padding index (HF's create_position_ids_from_input_ids)
+_PADDING_OFFSET = ("roberta", "xlm-roberta", "camembert", "mpnet", "longformer", "data2vec-text", "xmod", "ernie_m")
+GRADIENT_METHODS_NOTE = "quantised graph: gradient methods (saliency, ig, gradient x input) are unavailable"
+
+
+@dataclass
+class Source:
+    model: Path
+    tokenizer: Path
+    config: dict[str, Any]
+    tokenizer_config: dict[str, Any]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ExportInputError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ExportInputError(f"{path} does not hold a JSON object")
+    return data
+
+
+def resolve_source(src: str | Path | None, model: str | Path | None, tokenizer: str | Path | None) -> Source:
+    """An optimum-style directory (model.onnx, tokenizer.json, config.json), or explicit files."""
+    if src is not None:
+        d = Path(src)
+        if d.is_file() and d.suffix == ".onnx":
+            model, d = d, d.parent
+        elif not d.is_dir():
+            raise ExportInputError(f"source not found: {d} (give a directory holding model.onnx, or --model FILE.onnx)")
+        model = Path(model) if model else d / "model.onnx"
+        tokenizer = Path(tokenizer) if tokenizer else d / "tokenizer.json"
+        base = d
+    else:
+        if model is None or tokenizer is None:
+            raise ExportInputError("give a source directory, or both --model FILE.onnx and --tokenizer tokenizer.json")
+        model, tokenizer = Path(model), Path(tokenizer)
+        base = Path(model).parent
+    if not Path(model).is_file():
+        raise ExportInputError(f"ONNX model not found: {model}")
+    if not Path(tokenizer).is_file():
+        raise ExportInputError(f"tokenizer not found: {tokenizer} (a tokenizers JSON file; give it with --tokenizer)")
+    config = _read_json(base / "config.json") if (base / "config.json").is_file() else {}
+    tok_cfg: dict[str, Any] = {}
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        if (base / name).is_file():
+            tok_cfg.update(_read_json(base / name))
+    return Source(Path(model), Path(tokenizer), config, tok_cfg)
+
+
+def _token_text(v: Any) -> str | None:
+    if isinstance(v, str):
+        return v
+    if isinstance(v, dict) and isinstance(v.get("content"), str):
+        return v["content"]
+    return None
+
+
+def tokenizer_parts(src: Source) -> tuple[str, dict[str, SpecialToken], int | None]:
+    """tokenizer.json without padding/truncation, special tokens by role, the tokenizer's model_max_length."""
+    from tokenizers import Tokenizer
+
+    text = src.tokenizer.read_text(encoding="utf-8")
+    try:
+        tok = Tokenizer.from_str(text)
+    except Exception as exc:  # noqa: BLE001 - tokenizers raises its own untyped errors
+        raise ExportInputError(f"cannot load {src.tokenizer} as a tokenizers JSON file: {exc}") from exc
+    backend = json.loads(text)
+    backend["padding"] = None  # the runtime sets its own from the manifest
+    backend["truncation"] = None
+    specials: dict[str, SpecialToken] = {}
+    for role in SPECIAL_ROLES:
+        candidates = [_token_text(src.tokenizer_config.get(f"{role}_token")),
+                      _token_text(src.tokenizer_config.get(f"{_ROLE_FALLBACKS.get(role, role)}_token")), *_GUESSES[role]]
+        for c in candidates:
+            if c is not None and tok.token_to_id(c) is not None:
+                specials[role] = SpecialToken(c, int(tok.token_to_id(c)))
+                break
+    if "pad" not in specials:
+        raise ExportInputError(f"the tokenizer {src.tokenizer} has no pad token; a baseline needs one")
+    mml = src.tokenizer_config.get("model_max_length")
+    mml = int(mml) if isinstance(mml, (int, float)) and 1 < mml < 1_000_000 else None
+    return json.dumps(backend, ensure_ascii=False), specials, mml
+
+
+def _max_length(src: Source, requested: int | None, tok_max: int | None, pad_id: int) -> int:
+    cfg = src.config
+    limit = None
+    if isinstance(cfg.get("max_position_embeddings"), int):
+        offset = pad_id + 1 if cfg.get("model_type") in _PADDING_OFFSET else 0
+        limit = int(cfg["max_position_embeddings"]) - offset
+    if requested is not None:
+        if requested < 2:
+            raise ExportInputError(f"--max-length {requested} is too small: it must hold at least the two special tokens")
+        if limit is not None and requested > limit:
+            raise ExportInputError(f"--max-length {requested} exceeds the model's position limit of {limit}")
+        return requested
+    found = [x for x in (limit, tok_max) if x]
+    if not found:
+        raise ExportInputError("no config.json with max_position_embeddings next to the model: give --max-length")
+    return min(found)
+
+
+def _labels(src: Source, labels: list[str] | None, n: int) -> list[str]:
+    if labels is None:
+        id2label = src.config.get("id2label") or {}
+        labels = [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(n)]
+    if len(labels) != n:
+        raise ExportInputError(f"{len(labels)} labels given but the model has {n} outputs")
+    if n < 2:
+        raise ExportInputError("the model has a single output: only single-label classifiers (softmax over >= 2 classes) are supported")
+    return labels
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("xai-onnx", "onnx", "onnxruntime", "tokenizers", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _check_output(out_dir: Path, overwrite: bool) -> Path:
+    out = out_dir.resolve()
+    if out.exists() and not out.is_dir():
+        raise ExportInputError(f"output {out} exists and is not a directory: choose another path")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ExportInputError(f"output directory {out} is not empty: choose another path or pass --overwrite")
+    return out
+
+
+def import_bundle(src: str | Path | None, out_dir: str | Path, *, model: str | Path | None = None,
+                  tokenizer: str | Path | None = None, labels: list[str] | None = None, max_length: int | None = None,
+                  gradient: bool = True, overwrite: bool = False, validate_import: bool = True) -> Manifest:
+    """Import an ONNX text classifier into an explainer bundle at ``out_dir`` (built in a temporary directory, moved in
+    only after validation). A quantised model is imported forward-only. Returns the manifest."""
+    import onnx
+
+    from ..storage import save_with_shared_weights
+
+    out = _check_output(Path(out_dir), overwrite)
+    source = resolve_source(src, model, tokenizer)
+    t0 = time.perf_counter()
+    try:
+        original = onnx.load(str(source.model))
+    except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError, OSError, ...
+        raise ExportInputError(f"cannot load {source.model} as ONNX: {exc}") from exc
+    tok_json, specials, tok_max = tokenizer_parts(source)
+    pad_id = specials["pad"].id
+    fill = next((specials[r].id for r in ("unk", "cls", "mask") if r in specials and specials[r].id != pad_id), pad_id + 1)
+    surgery = cut(original, fill_id=fill)
+    quantized = sorted({n.op_type for n in surgery.model.graph.node if n.op_type in QUANTIZED})
+    notes: dict[str, Any] = {}
+    if quantized:
+        gradient = False
+        notes["forward_only"] = f"{GRADIENT_METHODS_NOTE} ({', '.join(quantized)})"
+    head_w, head_b = surgery.head_weight, surgery.head_bias
+    fwd_model = surgery.model
+    if head_w is None:
+        # features are the logits themselves, the head the identity: influence and prototypes then work on logits
+        n_out = _logits_width(fwd_model, surgery, np.asarray(surgery.embeddings))
+        head_w, head_b = np.eye(n_out, dtype=np.float32), np.zeros(n_out, np.float32)
+        _features_are_logits(fwd_model)
+        notes["features"] = f"logits ({surgery.head_note})"
+    n_labels = int(head_w.shape[0])
+    label_names = _labels(source, labels, n_labels)
+    max_len = _max_length(source, max_length, tok_max, pad_id)
+    models = {FILES["forward"]: fwd_model}
+    if gradient:
+        models[FILES["gradient"]] = gradient_model(fwd_model)
+    build_seconds = time.perf_counter() - t0
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
+    try:
+        sizes = save_with_shared_weights(models, tmp, FILES["weights"])
+        np.save(tmp / FILES["embeddings"], surgery.embeddings)
+        np.savez(tmp / FILES["head"], W=head_w, b=head_b, labels=np.array(label_names))
+        (tmp / FILES["tokenizer"]).write_text(tok_json, encoding="utf-8")
+        report: dict[str, Any] = {}
+        if validate_import:
+            from .validate_fd import validate
+
+            report = validate(source.model, tmp / FILES["forward"], tmp / FILES["gradient"] if gradient else None,
+                              surgery.embeddings, n_labels, surgery.uses_token_type_ids, max_len, fill, pad_id)
+        report.update(notes)
+        report["import_seconds"] = round(time.perf_counter() - t0, 2)
+        report["graph_build_seconds"] = round(build_seconds, 2)
+        report["weights_bytes"] = sizes
+        in_names = ["inputs_embeds", "attention_mask"] + (["token_type_ids"] if surgery.uses_token_type_ids else [])
+        io_names = {n: n for n in in_names}
+        opset = next((o.version for o in fwd_model.opset_import if o.domain in ("", "ai.onnx")), 0)
+        cfg = source.config
+        manifest = Manifest(
+            schema_version=SCHEMA_VERSION,
+            source_kind="onnx-import",
+            model_type=str(cfg.get("model_type", "unknown")),
+            architecture=str((cfg.get("architectures") or [source.model.name])[0]),
+            labels=tuple(label_names),
+            special_tokens=specials,
+            max_length=max_len,
+            embedding_dim=int(surgery.embeddings.shape[1]),
+            feature_dim=int(head_w.shape[1]),
+            vocab_size=int(surgery.embeddings.shape[0]),
+            uses_token_type_ids=surgery.uses_token_type_ids,
+            opset=opset,
+            tokenizer_file=FILES["tokenizer"],
+            embeddings_file=FILES["embeddings"],
+            head_file=FILES["head"],
+            weights_file=FILES["weights"],
+            forward=GraphSpec(FILES["forward"], io_names, {"logits": "logits", "features": "features"}),
+            gradient=GraphSpec(FILES["gradient"], {**io_names, "w_logit": "w_logit", "w_prob": "w_prob", "w_top": "w_top"},
+                               {"logits": "logits", "grad": "grad"}) if gradient else None,
+            tool_versions=_versions(),
+            validation=report,
+        )
+        manifest.save(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _logits_width(model: Any, surgery: Any, embeddings: np.ndarray) -> int:
+    from .validate_fd import _session
+
+    sess = _session(model.SerializeToString())
+    feeds: dict[str, np.ndarray] = {"inputs_embeds": embeddings[None, :2].astype(np.float32),
+                                    "attention_mask": np.ones((1, 2), np.int64)}
+    if surgery.uses_token_type_ids:
+        feeds["token_type_ids"] = np.zeros((1, 2), np.int64)
+    return int(sess.run(["logits"], feeds)[0].shape[-1])
+
+
+def _features_are_logits(model: Any) -> None:
+    from onnx import TensorProto, helper
+
+    model.graph.node.append(helper.make_node("Identity", ["logits"], ["features"], name="features/are_logits"))
+    model.graph.output.append(helper.make_tensor_value_info("features", TensorProto.FLOAT, None))

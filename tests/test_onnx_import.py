@@ -1,0 +1,304 @@
+"""``xai-onnx import``: optimum exports of tiny random models imported without torch, checked against torch autograd
+and Captum; quantised models forward-only; unsupported operators refused by name."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx", reason="the import extra (onnx) is not installed")
+
+from xai_onnx import IntegratedGradients, Model, Occlusion, Saliency  # noqa: E402
+from xai_onnx.errors import GradientUnavailableError  # noqa: E402
+from xai_onnx_exporters.onnx_import import UnsupportedOperatorError, import_bundle  # noqa: E402
+from xai_onnx_exporters.onnx_import.autodiff import gradient_model  # noqa: E402
+
+TEXTS = ["good movie", "not fun at all , the plot was boring", "i love it but the acting is awful"]
+FAST = ("bert",)
+SLOW = ("distilbert", "roberta", "xlm-roberta", "electra", "albert", "mpnet", "deberta-v2")
+
+
+def _build_deberta(d: Path) -> Path:
+    import torch
+    import transformers as tf
+    from tiny_models import LABELS, MAX_POS, _tokenizer
+
+    torch.manual_seed(0)
+    d.mkdir(parents=True, exist_ok=True)
+    cfg = tf.DebertaV2Config(vocab_size=80, hidden_size=24, num_hidden_layers=2, num_attention_heads=4, intermediate_size=36,
+                             max_position_embeddings=MAX_POS, num_labels=3, id2label=LABELS,
+                             label2id={v: k for k, v in LABELS.items()}, relative_attention=True, pos_att_type=["p2c", "c2p"],
+                             position_buckets=8, max_relative_positions=16, pooler_hidden_size=24, type_vocab_size=0)
+    model = tf.DebertaV2ForSequenceClassification(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "classifier" in name:
+                p.mul_(20.0)
+    model.save_pretrained(d)
+    _tokenizer(d)
+    return d
+
+
+_SOURCES: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="session")
+def optimum_dir(tmp_path_factory):
+    """One optimum export per architecture per session: ``optimum_dir(arch) -> (hf source dir, onnx dir)``."""
+    pytest.importorskip("torch", reason="building the tiny models needs torch (tests only; the import never does)")
+    pytest.importorskip("optimum.exporters.onnx", reason="optimum exports the ONNX models under test")
+    root = tmp_path_factory.mktemp("optimum")
+
+    def get(arch: str) -> tuple[Path, Path]:
+        if arch not in _SOURCES:
+            from optimum.exporters.onnx import main_export
+            from tiny_models import build_classifier
+
+            src = root / f"{arch}-src"
+            _build_deberta(src) if arch == "deberta-v2" else build_classifier(arch, src)
+            out = root / f"{arch}-onnx"
+            main_export(model_name_or_path=str(src), output=str(out), task="text-classification")
+            _SOURCES[arch] = src
+        return _SOURCES[arch], root / f"{arch}-onnx"
+
+    return get
+
+
+_BUNDLES: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="session")
+def imported(optimum_dir, tmp_path_factory):
+    def get(arch: str) -> tuple[Path, Path]:
+        src, onnx_dir = optimum_dir(arch)
+        if arch not in _BUNDLES:
+            out = tmp_path_factory.mktemp("imported") / arch
+            import_bundle(onnx_dir, out)
+            _BUNDLES[arch] = out
+        return src, _BUNDLES[arch]
+
+    return get
+
+
+def _close(ours: np.ndarray, ref: np.ndarray, tolerance: float = 1e-4) -> float:
+    ref = np.asarray(ref, dtype=np.float64)
+    assert ours.shape == ref.shape
+    err = float(np.abs(ours - ref).max() / np.abs(ref).max())
+    assert err <= tolerance, err
+    return err
+
+
+def _parity(src: Path, bundle: Path) -> None:
+    """IG, saliency and occlusion of the imported bundle against Captum on the torch model (embeddings as input)."""
+    torch = pytest.importorskip("torch")
+    captum_attr = pytest.importorskip("captum.attr")
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(src))
+    hf = AutoModelForSequenceClassification.from_pretrained(str(src), attn_implementation="eager").eval()
+    emb = hf.get_input_embeddings()
+    model = Model(bundle, threads=1)
+    uses_tt = model.manifest.uses_token_type_ids
+
+    def f(embeds, mask, tt=None):
+        kw = {"inputs_embeds": embeds, "attention_mask": mask}
+        if uses_tt:
+            kw["token_type_ids"] = tt
+        return torch.softmax(hf(**kw).logits, -1)
+
+    def inputs(text):
+        enc = tok(text, return_tensors="pt")
+        ids = enc["input_ids"]
+        base = ids.clone()
+        base[0, 1:-1] = tok.pad_token_id
+        extra = (enc["attention_mask"],) + ((torch.zeros_like(ids),) if uses_tt else ())
+        return emb(ids).detach(), emb(base).detach(), extra
+
+    ig = captum_attr.IntegratedGradients(f)
+    for text, r in zip(TEXTS, IntegratedGradients(model, n_steps=50, output="prob").explain(TEXTS)):
+        x, base, extra = inputs(text)
+        attr = ig.attribute(x, baselines=base, additional_forward_args=extra, target=r.target.index, n_steps=50)
+        _close(r.scores, attr.sum(-1)[0].detach().numpy())
+    sal = captum_attr.Saliency(f)
+    for text, r in zip(TEXTS, Saliency(model).explain(TEXTS)):
+        x, _, extra = inputs(text)
+        g = sal.attribute(x, target=r.target.index, abs=False, additional_forward_args=extra)
+        _close(r.scores, g[0].norm(dim=-1).numpy())
+    # occlusion subtracts two outputs: the tiny random models move their logits (about 20) by about 1e-2 when a
+    # token is occluded, so float32 logits (about 2e-6 absolute error) leave 1e-3 of the largest score, not 1e-4; the
+    # reference runs in float64 so that only our graph rounds (minilm-sst2 is checked at 1e-4, test_sst2_import_equals_export)
+    hf.double()
+
+    def f_logit(embeds, mask, tt=None):
+        kw = {"inputs_embeds": embeds, "attention_mask": mask}
+        if uses_tt:
+            kw["token_type_ids"] = tt
+        return hf(**kw).logits
+
+    occ = captum_attr.Occlusion(f_logit)
+    for text, r in zip(TEXTS, Occlusion(model, window=1, output="logit").explain(TEXTS)):
+        x, base, extra = inputs(text)
+        x, base = x.double(), base.double()
+        attr = occ.attribute(x, sliding_window_shapes=(1, x.shape[-1]), strides=(1, x.shape[-1]), baselines=base,
+                             target=r.target.index, additional_forward_args=extra)
+        _close(r.scores, attr[0, :, 0].detach().numpy(), tolerance=1e-3)
+
+
+@pytest.mark.parametrize("arch", FAST)
+def test_imported_matches_captum(imported, arch):
+    _parity(*imported(arch))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", SLOW)
+def test_imported_matches_captum_all_architectures(imported, arch):
+    _parity(*imported(arch))
+
+
+def test_manifest_records_validation_and_io(imported):
+    _, bundle = imported("bert")
+    m = json.loads((bundle / "manifest.json").read_text())
+    assert m["source_kind"] == "onnx-import"
+    errors = m["validation"]["max_relative_error"]
+    assert set(errors) == {"surgery_logits", "gradient_logits", "fd_logit", "fd_prob", "fd_top"}
+    assert max(v for k, v in errors.items() if k.startswith("fd_")) <= m["validation"]["tolerance"]["fd"]
+    assert m["gradient"]["inputs"].keys() >= {"inputs_embeds", "attention_mask", "w_logit", "w_prob", "w_top"}
+    graph = onnx.load(str(bundle / "gradient.onnx"), load_external_data=False).graph
+    assert [o.name for o in graph.output] == ["logits", "grad"]
+    assert not any(i.name == "input_ids" for i in graph.input)
+
+
+def test_bundle_is_built_aside_and_moved_in(optimum_dir, tmp_path, monkeypatch):
+    from xai_onnx_exporters import ValidationError
+    from xai_onnx_exporters.onnx_import import validate_fd
+
+    _, onnx_dir = optimum_dir("bert")
+    monkeypatch.setattr(validate_fd, "FD_TOLERANCE", 0.0)  # every check fails
+    out = tmp_path / "b"
+    with pytest.raises(ValidationError, match="fd_"):
+        import_bundle(onnx_dir, out)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_quantized_model_is_forward_only(optimum_dir, tmp_path):
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    _, onnx_dir = optimum_dir("bert")
+    q = tmp_path / "q"
+    q.mkdir()
+    for f in onnx_dir.iterdir():
+        if f.name != "model.onnx":
+            (q / f.name).write_bytes(f.read_bytes())
+    quantize_dynamic(onnx_dir / "model.onnx", q / "model.onnx", weight_type=QuantType.QInt8)
+    assert any(n.op_type == "MatMulInteger" for n in onnx.load(str(q / "model.onnx")).graph.node)
+    m = import_bundle(q, tmp_path / "b")
+    assert m.gradient is None and "gradient methods" in m.validation["forward_only"]
+    model = Model(tmp_path / "b")
+    r = Occlusion(model).explain(TEXTS[:1])
+    assert np.isfinite(r[0].scores).all()
+    with pytest.raises(GradientUnavailableError):
+        Saliency(model).explain(TEXTS[:1])
+
+
+def test_cli_import(optimum_dir, tmp_path):
+    _, onnx_dir = optimum_dir("bert")
+    proc = subprocess.run([sys.executable, "-m", "xai_onnx_exporters.onnx_import.cli", "--model", str(onnx_dir / "model.onnx"),
+                           "--tokenizer", str(onnx_dir / "tokenizer.json"), "--labels", "a,b,c", "--max-length", "20",
+                           str(tmp_path / "b")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["labels"] == ["a", "b", "c"] and summary["gradient"] and summary["max_length"] == 20
+    proc = subprocess.run([sys.executable, "-m", "xai_onnx_exporters.onnx_import.cli", str(tmp_path / "missing"), str(tmp_path / "c")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "source not found" in proc.stderr
+
+
+BLOCK_TORCH = textwrap.dedent("""
+    import sys
+    BLOCKED = ("torch", "transformers", "optimum", "onnxscript", "captum", "sentence_transformers")
+
+    class Block:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ImportError(f"{name} is blocked in this test")
+            return None
+
+    sys.meta_path.insert(0, Block())
+""")
+
+
+def test_import_runs_without_torch(optimum_dir, tmp_path):
+    _, onnx_dir = optimum_dir("bert")
+    code = BLOCK_TORCH + textwrap.dedent(f"""
+        from xai_onnx_exporters.onnx_import import import_bundle
+        import xai_onnx
+        import_bundle({str(onnx_dir)!r}, {str(tmp_path / "b")!r})
+        r = xai_onnx.IntegratedGradients(xai_onnx.Model({str(tmp_path / "b")!r})).explain(["good movie"])
+        assert "torch" not in sys.modules and "transformers" not in sys.modules
+        print("ok", len(r[0].scores))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["ok", "4"]
+
+
+# ---- the differentiator alone, on handmade graphs (no torch) ----------------------------------------------------
+
+def _tiny_graph(op_between: str) -> onnx.ModelProto:
+    """input_ids -> Gather(table) -> op -> mean over positions -> Gemm -> logits."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=(10, 4)).astype(np.float32), "table"),
+             numpy_helper.from_array(rng.normal(size=(3, 4)).astype(np.float32), "W"),
+             numpy_helper.from_array(np.zeros(3, np.float32), "b"),
+             numpy_helper.from_array(np.array([1], np.int64), "axis1")]
+    nodes = [helper.make_node("Gather", ["table", "input_ids"], ["e"]),
+             helper.make_node(op_between, ["e"], ["h"]),
+             helper.make_node("ReduceMean", ["h", "axis1"], ["pooled"], keepdims=0),
+             helper.make_node("Gemm", ["pooled", "W", "b"], ["logits"], transB=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["b", "s"]),
+                                           helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["b", "s"])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", 3])], initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_unsupported_operator_is_refused_by_name():
+    from xai_onnx_exporters.onnx_import.surgery import cut
+
+    s = cut(_tiny_graph("Sin"), fill_id=1)
+    with pytest.raises(UnsupportedOperatorError, match=r"operator Sin \(node"):
+        gradient_model(s.model)
+
+
+@pytest.mark.parametrize("op", ["Tanh", "Erf", "Sigmoid", "Relu", "Exp"])
+def test_unary_rules_against_finite_differences(op):
+    import onnxruntime as ort
+
+    from xai_onnx_exporters.onnx_import.surgery import cut
+
+    s = cut(_tiny_graph(op), fill_id=1)
+    g = gradient_model(s.model)
+    fwd = ort.InferenceSession(s.model.SerializeToString())
+    grad = ort.InferenceSession(g.SerializeToString())
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 5, 4))
+    x = (np.sign(x) * np.maximum(np.abs(x), 0.1)).astype(np.float32)  # no finite step across Relu's kink
+    mask = np.ones((2, 5), np.int64)
+    w = {"w_logit": np.eye(3, dtype=np.float32)[[0, 2]], "w_prob": np.zeros((2, 3), np.float32), "w_top": np.zeros((2, 2), np.float32)}
+    out = grad.run(["grad"], {"inputs_embeds": x, "attention_mask": mask, **w})[0]
+    h, num = 1e-2, np.zeros_like(x, dtype=np.float64)
+    for idx in np.ndindex(x.shape):
+        xp, xm = x.astype(np.float64), x.astype(np.float64)
+        xp[idx] += h
+        xm[idx] -= h
+        fp = fwd.run(["logits"], {"inputs_embeds": xp.astype(np.float32), "attention_mask": mask})[0]
+        fm = fwd.run(["logits"], {"inputs_embeds": xm.astype(np.float32), "attention_mask": mask})[0]
+        num[idx] = ((fp - fm) * w["w_logit"]).sum() / (2 * h)
+    assert np.abs(out - num).max() <= 2e-3 * np.abs(num).max()
