@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from xai_onnx.manifest import SCHEMA_VERSION, GraphSpec, Manifest, SpecialToken
+from xai_onnx.manifest import DEFAULT_AXES, SCHEMA_VERSION, GraphSpec, Manifest, SpecialToken
 
 from ..errors import ExportInputError
 from .autodiff import QUANTIZED, gradient_model
@@ -31,6 +31,7 @@ _GUESSES = {"pad": ("[PAD]", "<pad>"), "mask": ("[MASK]", "<mask>"), "unk": ("[U
             "sep": ("[SEP]", "</s>")}
 # position ids of these start after the padding index (HF's create_position_ids_from_input_ids)
 _PADDING_OFFSET = ("roberta", "xlm-roberta", "camembert", "mpnet", "longformer", "data2vec-text", "xmod", "ernie_m")
+TASK = "sequence-classification"
 GRADIENT_METHODS_NOTE = "quantised graph: gradient methods (saliency, ig, gradient x input) are unavailable"
 
 
@@ -228,6 +229,13 @@ def import_bundle(src: str | Path | None, out_dir: str | Path, *, model: str | P
         io_names = {n: n for n in in_names}
         opset = next((o.version for o in fwd_model.opset_import if o.domain in ("", "ai.onnx")), 0)
         cfg = source.config
+        axes = DEFAULT_AXES[TASK]
+        fwd_io = (io_names, {"logits": "logits", "features": "features"})
+        grad_io = ({**io_names, "w_logit": "w_logit", "w_prob": "w_prob", "w_top": "w_top"}, {"logits": "logits", "grad": "grad"})
+
+        def spec(file: str, io: tuple[dict[str, str], dict[str, str]]) -> GraphSpec:
+            return GraphSpec(file, io[0], io[1], {r: list(axes[r]) for r in [*io[0], *io[1]]})
+
         manifest = Manifest(
             schema_version=SCHEMA_VERSION,
             source_kind="onnx-import",
@@ -245,11 +253,11 @@ def import_bundle(src: str | Path | None, out_dir: str | Path, *, model: str | P
             embeddings_file=FILES["embeddings"],
             head_file=FILES["head"],
             weights_file=FILES["weights"],
-            forward=GraphSpec(FILES["forward"], io_names, {"logits": "logits", "features": "features"}),
-            gradient=GraphSpec(FILES["gradient"], {**io_names, "w_logit": "w_logit", "w_prob": "w_prob", "w_top": "w_top"},
-                               {"logits": "logits", "grad": "grad"}) if gradient else None,
+            forward=spec(FILES["forward"], fwd_io),
+            gradient=spec(FILES["gradient"], grad_io) if gradient else None,
             tool_versions=_versions(),
             validation=report,
+            task=TASK,
         )
         manifest.save(tmp)
         if out.exists():
