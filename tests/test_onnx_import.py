@@ -14,10 +14,11 @@ import pytest
 
 onnx = pytest.importorskip("onnx", reason="the import extra (onnx) is not installed")
 
-from xai_onnx import IntegratedGradients, Model, Occlusion, Saliency  # noqa: E402
-from xai_onnx.errors import GradientUnavailableError  # noqa: E402
 from xai_onnx_exporters.onnx_import import UnsupportedOperatorError, import_bundle  # noqa: E402
 from xai_onnx_exporters.onnx_import.autodiff import gradient_model  # noqa: E402
+
+from xai_onnx import IntegratedGradients, Model, Occlusion, Saliency  # noqa: E402
+from xai_onnx.errors import GradientUnavailableError  # noqa: E402
 
 TEXTS = ["good movie", "not fun at all , the plot was boring", "i love it but the acting is awful"]
 FAST = ("bert",)
@@ -280,7 +281,6 @@ def test_unsupported_operator_is_refused_by_name():
 @pytest.mark.parametrize("op", ["Tanh", "Erf", "Sigmoid", "Relu", "Exp"])
 def test_unary_rules_against_finite_differences(op):
     import onnxruntime as ort
-
     from xai_onnx_exporters.onnx_import.surgery import cut
 
     s = cut(_tiny_graph(op), fill_id=1)
@@ -302,3 +302,70 @@ def test_unary_rules_against_finite_differences(op):
         fm = fwd.run(["logits"], {"inputs_embeds": xm.astype(np.float32), "attention_mask": mask})[0]
         num[idx] = ((fp - fm) * w["w_logit"]).sum() / (2 * h)
     assert np.abs(out - num).max() <= 2e-3 * np.abs(num).max()
+
+
+# ---- minilm-sst2: optimum export + import against `xai-onnx export` of the same checkpoint -----------------------
+
+@pytest.fixture(scope="session")
+def sst2_imported(tmp_path_factory):
+    from conftest import SST2_MODEL, need_shared
+
+    need_shared()
+    pytest.importorskip("optimum.exporters.onnx", reason="optimum exports the ONNX model under test")
+    from optimum.exporters.onnx import main_export
+
+    root = tmp_path_factory.mktemp("sst2-import")
+    main_export(model_name_or_path=str(SST2_MODEL), output=str(root / "optimum"), task="text-classification")
+    import_bundle(root / "optimum", root / "bundle")
+    return root
+
+
+@pytest.mark.slow
+def test_sst2_import_equals_export(sst2_imported, sst2_bundle):
+    """Every method of the imported bundle equals the exported bundle's within 1e-4 of the largest score."""
+    from conftest import sst2_sentences
+
+    from xai_onnx import METHODS
+
+    texts = [t for _, t in sst2_sentences("dev", 4)]
+    ours, ref = Model(sst2_imported / "bundle", threads=2), Model(sst2_bundle, threads=2)
+    assert ours.manifest.max_length == ref.manifest.max_length and ours.labels == ref.labels
+    np.testing.assert_array_equal(ours.embeddings, ref.embeddings)
+    for name, cls in METHODS.items():
+        for a, b in zip(cls(ours).explain(texts), cls(ref).explain(texts)):
+            assert a.tokens == b.tokens and a.target == b.target, name
+            _close(np.asarray(a.scores), np.asarray(b.scores))
+    pa, pb = ours.predict(texts), ref.predict(texts)
+    for x, y in zip(pa, pb):
+        assert x.target == y.target and max(abs(p - q) for p, q in zip(x.logits, y.logits)) <= 1e-4
+
+
+@pytest.mark.slow
+def test_sst2_quantized_import(sst2_imported, tmp_path):
+    """A dynamically quantised minilm-sst2: forward-only methods run, gradient methods refuse, fidelity reported."""
+    from conftest import sst2_sentences
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from xai_onnx import FiniteDifference
+
+    src = sst2_imported / "optimum"
+    q = tmp_path / "q"
+    q.mkdir()
+    for f in src.iterdir():
+        if f.name != "model.onnx" and f.is_file():
+            (q / f.name).write_bytes(f.read_bytes())
+    quantize_dynamic(src / "model.onnx", q / "model.onnx", weight_type=QuantType.QInt8)
+    m = import_bundle(q, tmp_path / "b")
+    assert m.gradient is None
+    texts = [t for _, t in sst2_sentences("dev", 16)]
+    qm, fm = Model(tmp_path / "b"), Model(sst2_imported / "bundle")
+    agree = np.mean([a.target == b.target for a, b in zip(qm.predict(texts), fm.predict(texts))])
+    occ_q, occ_f = Occlusion(qm).explain(texts[:4]), Occlusion(fm).explain(texts[:4])
+    from xai_onnx.evaluation import spearman
+
+    rho = [spearman(np.asarray(a.scores), np.asarray(b.scores)) for a, b in zip(occ_q, occ_f)]
+    print(f"int8 vs float32: label agreement {agree:.3f}, occlusion rank correlation {np.mean(rho):.3f}")
+    assert agree >= 0.75 and np.mean(rho) > 0.5
+    FiniteDifference(qm).explain(texts[:1])
+    with pytest.raises(GradientUnavailableError):
+        IntegratedGradients(qm).explain(texts[:1])

@@ -141,7 +141,8 @@ def _labels(src: Source, labels: list[str] | None, n: int) -> list[str]:
     if len(labels) != n:
         raise ExportInputError(f"{len(labels)} labels given but the model has {n} outputs")
     if n < 2:
-        raise ExportInputError("the model has a single output: only single-label classifiers (softmax over >= 2 classes) are supported")
+        raise ExportInputError("the model has a single output: only single-label classifiers (softmax over >= 2 classes) "
+                               "are supported")
     return labels
 
 
@@ -189,9 +190,10 @@ def import_bundle(src: str | Path | None, out_dir: str | Path, *, model: str | P
     if quantized:
         gradient = False
         notes["forward_only"] = f"{GRADIENT_METHODS_NOTE} ({', '.join(quantized)})"
-    head_w, head_b = surgery.head_weight, surgery.head_bias
     fwd_model = surgery.model
-    if head_w is None:
+    if surgery.head_weight is not None and surgery.head_bias is not None:
+        head_w, head_b = surgery.head_weight, surgery.head_bias
+    else:
         # features are the logits themselves, the head the identity: influence and prototypes then work on logits
         n_out = _logits_width(fwd_model, surgery, np.asarray(surgery.embeddings))
         head_w, head_b = np.eye(n_out, dtype=np.float32), np.zeros(n_out, np.float32)

@@ -388,12 +388,12 @@ def _gather(b, node, g, need, consts):
                               b.const([-1] + [1] * (r - 1 - axis), np.int64)])
         ix = b.op("Expand", [ix, b.op("Shape", [g[0]])])
         return [b.op("ScatterElements", [zeros, ix, g[0]], axis=axis, reduction="add"), None]
-    raise UnsupportedOperatorError(f"Gather node {node.name!r} with {ir}-d indices on a differentiated tensor has no gradient rule here")
+    raise UnsupportedOperatorError(f"Gather node {node.name!r} with {ir}-d indices on a differentiated tensor: no gradient rule here")
 
 
 def _gather_elements(b, node, g, need, consts):
     if b.opset < 16:
-        raise UnsupportedOperatorError(f"GatherElements node {node.name!r}: its gradient needs opset 16 or later (ScatterElements add)")
+        raise UnsupportedOperatorError(f"GatherElements node {node.name!r}: its gradient needs opset 16+ (ScatterElements add)")
     data = node.input[0]
     zeros = b.op("ConstantOfShape", [b.op("Shape", [data])], value=helper.make_tensor("v", b.types.get(data, 1), [1], [0]))
     return [b.op("ScatterElements", [zeros, node.input[1], g[0]], axis=int(_attr(node, "axis", 0)), reduction="add"), None]
@@ -573,14 +573,24 @@ def _prune(graph: onnx.GraphProto) -> None:
         if any(y in needed for y in node.output if y):
             keep.append(node)
             needed.update(x for x in node.input if x)
-            for a in node.attribute:
-                if a.type == onnx.AttributeProto.GRAPH:
-                    raise ExportInputError(f"node {node.name!r} ({node.op_type}) holds a subgraph: control flow is not supported")
+            needed.update(_outer_names(node))
     kept_inits = [t for t in graph.initializer if t.name in needed]
     del graph.node[:]
     graph.node.extend(reversed(keep))
     del graph.initializer[:]
     graph.initializer.extend(kept_inits)
+
+
+def _outer_names(node: onnx.NodeProto) -> set[str]:
+    """Every name a node's subgraphs (If, Loop branches) read, outer-scope names among them."""
+    names: set[str] = set()
+    for a in node.attribute:
+        subs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs) if a.type == onnx.AttributeProto.GRAPHS else []
+        for g in subs:
+            for n in g.node:
+                names.update(x for x in n.input if x)
+                names.update(_outer_names(n))
+    return names
 
 
 def gradient_model(forward: onnx.ModelProto, *, wrt: str = "inputs_embeds", logits: str = "logits",
@@ -598,9 +608,10 @@ def gradient_model(forward: onnx.ModelProto, *, wrt: str = "inputs_embeds", logi
     _ask_layer_norm_statistics(graph, path)
     b = _Builder(opset, shapes, types)
     consts = _constants(graph)
-    batch_dim = shapes.get(logits, [None])[0] if shapes.get(logits) else "batch"
+    logits_shape = shapes.get(logits) or [None, None]
+    batch_dim = logits_shape[0]
     for name, width in (("w_logit", None), ("w_prob", None), ("w_top", 2)):
-        labels_dim = width if width is not None else (shapes.get(logits) or [None, None])[-1]
+        labels_dim = width if width is not None else logits_shape[-1]
         graph.input.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [batch_dim or "batch", labels_dim or "labels"]))
     adjoints: dict[str, list[str]] = {logits: [_objective_seed(b, logits)]}
 

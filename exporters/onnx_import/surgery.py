@@ -128,8 +128,8 @@ def _find_head(graph: onnx.GraphProto, logits: str) -> tuple[str, np.ndarray, np
         c = _constant_value(graph, node.input[2], producers) if len(node.input) > 2 and node.input[2] else np.zeros(w.shape[0])
         if c is None:
             return None
-        bias = np.broadcast_to(np.asarray(c, dtype=np.float64) * float(attrs.get("beta", 1.0)), (w.shape[0],))
-        return node.input[0], w.astype(np.float32), bias.astype(np.float32)
+        scaled = np.broadcast_to(np.asarray(c, dtype=np.float64) * float(attrs.get("beta", 1.0)), (w.shape[0],))
+        return node.input[0], w.astype(np.float32), scaled.astype(np.float32)
     if node.op_type == "Add":
         for k in (0, 1):
             mm = producers.get(node.input[k])
@@ -229,8 +229,15 @@ def cut(model: onnx.ModelProto, *, fill_id: int, logits: str | None = None) -> S
     return Surgery(model, table.astype(np.float32), w, bias, uses_tt, note)
 
 
+def _used(graph: onnx.GraphProto) -> set[str]:
+    from .autodiff import _outer_names
+
+    return {x for n in graph.node for x in n.input} | {o.name for o in graph.output} | \
+        {x for n in graph.node for x in _outer_names(n)}
+
+
 def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
-    used = {x for n in graph.node for x in n.input} | {o.name for o in graph.output}
+    used = _used(graph)
     keep = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]
     graph.initializer.extend(keep)
@@ -238,12 +245,12 @@ def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
     changed = True
     while changed:
         changed = False
-        used = {x for n in graph.node for x in n.input} | {o.name for o in graph.output}
+        used = _used(graph)
         for n in list(graph.node):
             if n.op_type in ("Identity", "Constant") and all(y not in used for y in n.output):
                 graph.node.remove(n)
                 changed = True
-        used = {x for n in graph.node for x in n.input} | {o.name for o in graph.output}
+        used = _used(graph)
         keep = [t for t in graph.initializer if t.name in used]
         if len(keep) != len(graph.initializer):
             del graph.initializer[:]
