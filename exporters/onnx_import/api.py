@@ -116,11 +116,13 @@ def tokenizer_parts(src: Source) -> tuple[str, dict[str, SpecialToken], int | No
     return json.dumps(backend, ensure_ascii=False), specials, mml
 
 
-def _max_length(src: Source, requested: int | None, tok_max: int | None, pad_id: int) -> int:
+def _max_length(src: Source, requested: int | None, tok_max: int | None, pad_id: int, compared: tuple[int, ...]) -> int:
+    """The token limit: the position table's rows less the positions reserved before the first token (a graph that
+    compares input_ids with a padding index counts positions from the index + 1, as RoBERTa and MPNet do)."""
     cfg = src.config
     limit = None
     if isinstance(cfg.get("max_position_embeddings"), int):
-        offset = pad_id + 1 if cfg.get("model_type") in _PADDING_OFFSET else 0
+        offset = max(compared) + 1 if compared else pad_id + 1 if cfg.get("model_type") in _PADDING_OFFSET else 0
         limit = int(cfg["max_position_embeddings"]) - offset
     if requested is not None:
         if requested < 2:
@@ -185,6 +187,7 @@ def import_bundle(src: str | Path | None, out_dir: str | Path, *, model: str | P
     pad_id = specials["pad"].id
     fill = next((specials[r].id for r in ("unk", "cls", "mask") if r in specials and specials[r].id != pad_id), pad_id + 1)
     surgery = cut(original, fill_id=fill)
+    fill = surgery.fill_id
     quantized = sorted({n.op_type for n in surgery.model.graph.node if n.op_type in QUANTIZED})
     notes: dict[str, Any] = {}
     if quantized:
@@ -201,7 +204,7 @@ def import_bundle(src: str | Path | None, out_dir: str | Path, *, model: str | P
         notes["features"] = f"logits ({surgery.head_note})"
     n_labels = int(head_w.shape[0])
     label_names = _labels(source, labels, n_labels)
-    max_len = _max_length(source, max_length, tok_max, pad_id)
+    max_len = _max_length(source, max_length, tok_max, pad_id, surgery.compared_ids)
     models = {FILES["forward"]: fwd_model}
     if gradient:
         models[FILES["gradient"]] = gradient_model(fwd_model)
@@ -222,7 +225,8 @@ def import_bundle(src: str | Path | None, out_dir: str | Path, *, model: str | P
             from .validate_fd import validate
 
             report = validate(source.model, tmp / FILES["forward"], tmp / FILES["gradient"] if gradient else None,
-                              surgery.embeddings, n_labels, surgery.uses_token_type_ids, max_len, fill, pad_id)
+                              surgery.embeddings, n_labels, surgery.uses_token_type_ids, max_len, fill,
+                              (pad_id, *surgery.compared_ids))
         report.update(notes)
         report["import_seconds"] = round(time.perf_counter() - t0, 2)
         report["graph_build_seconds"] = round(build_seconds, 2)

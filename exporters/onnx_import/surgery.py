@@ -35,6 +35,8 @@ class Surgery:
     head_bias: np.ndarray | None
     uses_token_type_ids: bool
     head_note: str = ""
+    fill_id: int = 0  # the id the stand-in for input_ids holds
+    compared_ids: tuple[int, ...] = ()  # ids the graph compares input_ids with (padding indices)
 
 
 def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
@@ -180,9 +182,19 @@ def cut(model: onnx.ModelProto, *, fill_id: int, logits: str | None = None) -> S
             raise ExportInputError("the word embeddings are a graph output: not a classifier")
     for n in lookup:
         graph.node.remove(n)
-    # any other use of input_ids reads a stand-in of the same shape filled with a non-pad id
+    # any other use of input_ids reads a stand-in of the same shape filled with an id the graph never compares
+    # input_ids with (MPNet counts positions from ids != 1, whatever the tokenizer's pad id)
     stand_in = "input_ids/stand_in"
     uses = _consumers(graph, "input_ids")
+    producers = _producers(graph)
+    compared: set[int] = set()
+    for n, i in uses:
+        if n.op_type in ("Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual"):
+            other = _constant_value(graph, n.input[1 - i], producers)
+            if other is not None and other.size == 1:
+                compared.add(int(other.reshape(())))
+    while fill_id in compared:
+        fill_id += 1
     new_nodes: list[onnx.NodeProto] = []
     if uses:
         ids_type = ids_info.type.tensor_type.elem_type
@@ -226,7 +238,7 @@ def cut(model: onnx.ModelProto, *, fill_id: int, logits: str | None = None) -> S
     keep = [o for o in graph.output if o.name in (LOGITS, FEATURES)]
     del graph.output[:]
     graph.output.extend(keep)
-    return Surgery(model, table.astype(np.float32), w, bias, uses_tt, note)
+    return Surgery(model, table.astype(np.float32), w, bias, uses_tt, note, int(fill_id), tuple(sorted(compared)))
 
 
 def _used(graph: onnx.GraphProto) -> set[str]:

@@ -84,8 +84,9 @@ def _probe(forward: Path) -> tuple[Any, list[str]]:
 
 
 def validate(original: Path, forward: Path, gradient: Path | None, embeddings: np.ndarray, n_labels: int,
-             uses_tt: bool, max_length: int, fill_id: int, pad_id: int) -> dict[str, Any]:
-    """Return the measured errors; raise ValidationError beyond the tolerances (module docstring)."""
+             uses_tt: bool, max_length: int, fill_id: int, pad_ids: tuple[int, ...]) -> dict[str, Any]:
+    """Return the measured errors; raise ValidationError beyond the tolerances (module docstring). ``pad_ids``: the
+    tokenizer's pad id first, then ids the graph treats as padding (random tokens avoid them)."""
     orig = _session(original)
     fwd, kinks = _probe(forward)
     grad = _session(gradient) if gradient is not None else None
@@ -99,11 +100,11 @@ def validate(original: Path, forward: Path, gradient: Path | None, embeddings: n
     vocab = embeddings.shape[0]
     for b, s in shapes:
         ids = rng.integers(0, vocab, size=(b, s))
-        ids[ids == pad_id] = fill_id  # pads only where the mask says so
+        ids[np.isin(ids, pad_ids)] = fill_id  # pads only where the mask says so
         mask = np.ones((b, s), dtype=np.int64)
         if s > 2:
             mask[-1, s // 2:] = 0
-            ids[-1, s // 2:] = pad_id
+            ids[-1, s // 2:] = pad_ids[0]
         feeds: dict[str, np.ndarray] = {"inputs_embeds": embeddings[ids].astype(np.float32), "attention_mask": mask}
         if uses_tt:
             feeds["token_type_ids"] = np.zeros((b, s), dtype=np.int64)
