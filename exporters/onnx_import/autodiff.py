@@ -491,8 +491,19 @@ def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
 
 
 def infer_shapes(model: onnx.ModelProto) -> tuple[dict[str, Shape], dict[str, int]]:
-    """Static shapes (int, symbolic name or None per dim) and element types of every tensor onnx can infer."""
-    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    """Static shapes (int, symbolic name or None per dim) and element types of every tensor that can be inferred.
+
+    onnxruntime's symbolic inference first: it keeps ``batch_size`` and ``sequence_length`` through the reshapes of
+    attention, where onnx's own inference invents a new name per tensor (and every broadcast there would then be
+    resolved at run time, 10 small nodes each: 19 of them in minilm-sst2's graph)."""
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+    except Exception:  # noqa: BLE001 - its failures are many and untyped; onnx's inference is the fallback
+        inferred = None
+    if inferred is None:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     shapes: dict[str, Shape] = {}
     types: dict[str, int] = {}
     g = inferred.graph
