@@ -68,7 +68,6 @@ def main() -> int:
         print(f"{MODEL} not found", file=sys.stderr)
         return 2
     from optimum.exporters.onnx import main_export
-
     from xai_onnx_exporters import export_bundle
     from xai_onnx_exporters.onnx_import import import_bundle
 
