@@ -61,6 +61,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--exported", default=None, help="an existing `xai-onnx export` bundle of minilm-sst2 (default: export one)")
     p.add_argument("--work", default=None, help="keep the exports here (default: a temporary directory)")
     p.add_argument("--out", default=str(ROOT / "scripts" / "results" / "benchmark_import.json"))
     args = p.parse_args()
@@ -78,14 +79,15 @@ def main() -> int:
     t = time.perf_counter()
     imported = import_bundle(work / "optimum", work / "imported", overwrite=True)
     import_seconds = time.perf_counter() - t
-    if not (work / "exported" / "manifest.json").is_file():
-        export_bundle(MODEL, work / "exported", overwrite=True)
+    exported = Path(args.exported) if args.exported else work / "exported"
+    if not (exported / "manifest.json").is_file():
+        export_bundle(MODEL, exported, overwrite=True)
     results: dict[str, object] = {"cpu": cpu_name(), "threads": args.threads, "repeats": args.repeats,
                                   "import_seconds": round(import_seconds, 2),
                                   "import_validation": imported.validation.get("max_relative_error")}
     for batch, seq in ((50, 25), (1, 25)):
         t_imp = time_gradient(work / "imported", batch, seq, args.threads, args.repeats)
-        t_exp = time_gradient(work / "exported", batch, seq, args.threads, args.repeats)
+        t_exp = time_gradient(exported, batch, seq, args.threads, args.repeats)
         results[f"{batch}x{seq}"] = {"imported_s": round(t_imp, 5), "exported_s": round(t_exp, 5), "ratio": round(t_imp / t_exp, 3)}
     print(json.dumps(results, indent=2))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
