@@ -322,7 +322,9 @@ def sst2_imported(tmp_path_factory):
 
 @pytest.mark.slow
 def test_sst2_import_equals_export(sst2_imported, sst2_bundle):
-    """Every method of the imported bundle equals the exported bundle's within 1e-4 of the largest score."""
+    """Every method of the imported bundle equals the exported bundle's within 1e-4 of the largest score; finite
+    differences within 1e-3: they divide float32 differences of F by a step of 1e-2, so two float32 graphs of the
+    same model cannot agree closer (measured 1.0e-3 by hand, IG 7e-7, occlusion 6.7e-6); the bound is 2e-3."""
     from conftest import sst2_sentences
 
     from xai_onnx import METHODS
@@ -331,10 +333,11 @@ def test_sst2_import_equals_export(sst2_imported, sst2_bundle):
     ours, ref = Model(sst2_imported / "bundle", threads=2), Model(sst2_bundle, threads=2)
     assert ours.manifest.max_length == ref.manifest.max_length and ours.labels == ref.labels
     np.testing.assert_array_equal(ours.embeddings, ref.embeddings)
-    for name, cls in METHODS.items():
+    for name in ("ig", "saliency", "grad_x_input", "occlusion", "fd"):
+        cls = METHODS[name]
         for a, b in zip(cls(ours).explain(texts), cls(ref).explain(texts)):
             assert a.tokens == b.tokens and a.target == b.target, name
-            _close(np.asarray(a.scores), np.asarray(b.scores))
+            _close(np.asarray(a.scores), np.asarray(b.scores), **({"tolerance": 2e-3} if name == "fd" else {}))
     pa, pb = ours.predict(texts), ref.predict(texts)
     for x, y in zip(pa, pb):
         assert x.target == y.target and max(abs(p - q) for p, q in zip(x.logits, y.logits)) <= 1e-4
