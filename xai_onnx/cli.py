@@ -104,7 +104,21 @@ def _model(args: argparse.Namespace):
                  precision=args.precision)
 
 
+def _engine(args: argparse.Namespace, kind: str) -> int | None:
+    """``--engine ray``: the run is handed to :mod:`xai_onnx.distributed.ray` (imported only then)."""
+    from .distributed import check_local
+
+    if args.engine == "ray":
+        from .distributed.ray import cli_run
+
+        return cli_run(args, kind)
+    check_local(args)
+    return None
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
+    if (rc := _engine(args, "predict")) is not None:
+        return rc
     texts, pairs = _inputs(args)
     preds = _model(args).predict(texts, pairs)
     if args.format == "json":
@@ -161,6 +175,8 @@ def _format_text(r: Any) -> str:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    if (rc := _engine(args, "explain")) is not None:
+        return rc
     from .registry import make_explainer, parse_methods
 
     methods = parse_methods(args.method)  # before loading the model: a typo costs nothing
@@ -365,12 +381,14 @@ def _limits_defaults() -> Any:
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, metadata.EntryPoint]]:
+    from .distributed import add_engine_arguments
     from .registry import add_method_arguments, method_names
 
     parser = argparse.ArgumentParser(prog="xai-onnx", description="Explain transformer text classifiers with onnxruntime.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("predict", help="labels and probabilities")
     _common(p)
+    add_engine_arguments(p)
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("explain", help="token attributions")
     _common(p, formats=("json", "jsonl", "text", "html"))
@@ -383,6 +401,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, metadata.EntryPoi
     add_method_arguments(p, skip=("batch_size",))  # --batch-size is the model's (rows per onnxruntime call)
     p.add_argument("--max-evaluations", type=int, default=None, help="work budget: gradient or forward rows per "
                    f"text and method ({_limits_defaults().max_evaluations}); more is refused before any work")
+    add_engine_arguments(p)
     p.set_defaults(func=cmd_explain)
     p = sub.add_parser("evaluate", help="faithfulness of each method: comprehensiveness, sufficiency, AOPC, tau")
     p.add_argument("bundle")
