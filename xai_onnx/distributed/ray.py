@@ -407,8 +407,8 @@ class _Worker:
 
 def _map(ds: ray.data.Dataset, kind: str, bundle: str | os.PathLike[str], method: str | None, options: Mapping[str, Any],
          *, target: Any, workers: int, threads_per_worker: int | None, num_cpus: float | None, batch_rows: int,
-         batch_size: int, retries: int, ship: bool | None, precision: str, providers: Sequence[Any] | None
-         ) -> ray.data.Dataset:
+         batch_size: int, retries: int, ship: bool | None, precision: str, providers: Sequence[Any] | None,
+         resources: Mapping[str, float] | None) -> ray.data.Dataset:
     ray = _import_ray()
     from ..model import Model
 
@@ -443,14 +443,14 @@ def _map(ds: ray.data.Dataset, kind: str, bundle: str | os.PathLike[str], method
             fn_constructor_kwargs={"config": asdict(config), "shipped": shipped},
             num_cpus=float(threads_per_worker or 1) if num_cpus is None else num_cpus,
             # an actor that dies (killed, out of memory, node lost) is restarted and its batches sent again
-            max_restarts=retries, max_task_retries=retries)
+            max_restarts=retries, max_task_retries=retries, resources=None if resources is None else dict(resources))
 
 
 def explain_dataset(ds: ray.data.Dataset, bundle: str | os.PathLike[str], method: str, *, target: Any = None,
                     workers: int = 1, threads_per_worker: int | None = 1, num_cpus: float | None = None,
                     batch_rows: int = 32, batch_size: int = 64, retries: int = 3, ship_bundle: bool | None = None,
                     precision: str = "float32", providers: Sequence[Any] | None = None,
-                    **options: Any) -> ray.data.Dataset:
+                    resources: Mapping[str, float] | None = None, **options: Any) -> ray.data.Dataset:
     """Attributions for every row of ``ds`` (a dataset from :func:`read_corpus`, or any with a ``text`` column), lazily.
 
     method, options : as the CLI names them (``steps``, ``integration``, ``baseline``, ``output``, ``window`` ...),
@@ -462,6 +462,8 @@ def explain_dataset(ds: ray.data.Dataset, bundle: str | os.PathLike[str], method
     retries : restarts of a dead actor, and resubmissions of the batch it held.
     ship_bundle : True to put the bundle in the object store once and materialise it on each node (checked by sha256);
         False to need it at the same path everywhere; None (default) ships only if some node does not see it.
+    resources : Ray custom resources each actor needs (e.g. ``{"explain": 1}`` to keep actors on the nodes that
+        declare that resource).
 
     Returns a Dataset with the input columns (``id``, ``file``, ``row``, ``text``, ``gold_label``, ``input``), the
     result's (``method``, ``label``, ``target``, ``probabilities``, ``tokens``, ``offsets``, ``scores``,
@@ -469,18 +471,20 @@ def explain_dataset(ds: ray.data.Dataset, bundle: str | os.PathLike[str], method
     """
     return _map(ds, "explain", bundle, method, options, target=target, workers=workers,
                 threads_per_worker=threads_per_worker, num_cpus=num_cpus, batch_rows=batch_rows, batch_size=batch_size,
-                retries=retries, ship=ship_bundle, precision=precision, providers=providers)
+                retries=retries, ship=ship_bundle, precision=precision, providers=providers,
+                resources=resources)
 
 
 def predict_dataset(ds: ray.data.Dataset, bundle: str | os.PathLike[str], *, workers: int = 1,
                     threads_per_worker: int | None = 1, num_cpus: float | None = None, batch_rows: int = 256,
                     batch_size: int = 64, retries: int = 3, ship_bundle: bool | None = None,
-                    providers: Sequence[Any] | None = None) -> ray.data.Dataset:
+                    providers: Sequence[Any] | None = None, resources: Mapping[str, float] | None = None
+                    ) -> ray.data.Dataset:
     """Labels and probabilities for every row of ``ds``; the columns of :func:`explain_dataset` with the prediction's
     (``label``, ``index``, ``probabilities``, ``logits``, ``truncated``)."""
     return _map(ds, "predict", bundle, None, {}, target=None, workers=workers, threads_per_worker=threads_per_worker,
                 num_cpus=num_cpus, batch_rows=batch_rows, batch_size=batch_size, retries=retries, ship=ship_bundle,
-                precision="float32", providers=providers)
+                precision="float32", providers=providers, resources=resources)
 
 
 # ---- a whole run: read, explain, write, summarise --------------------------------------------------------------------
