@@ -36,7 +36,6 @@ _BY_SUFFIX = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet
 _KNOWN = ("text", "id", "label")
 #: the columns every row carries from its input
 INPUT_COLUMNS = ("id", "file", "row", "text", "gold_label", "input", "error")
-_READ_CHUNK = 1024
 #: CPUs a read or write task asks for: reading is light next to explaining, and actors that take every CPU would
 #: otherwise leave the read tasks none (the dataset then waits forever)
 _IO_CPUS = 0.25
@@ -113,61 +112,99 @@ def _row(file: str, row: int, obj: Any = None, *, text: str | None = None, error
     return rec
 
 
-def _read_lines(path: str, fmt: str) -> Iterator[dict[str, Any]]:
+#: rows (lines) per block the reader makes: blocks are what Ray hands to actors, so small ones spread one file over
+#: the whole pool (explaining a row costs far more than moving it) and a retry redoes little
+ROWS_PER_BLOCK = 64
+
+
+def _chunks(path: str, fmt: str, rows_per_block: int) -> list[dict[str, Any]]:
+    """A file cut into pieces of ``rows_per_block`` lines (byte ranges, first line number), or Parquet row groups,
+    on the driver: Ray turns each piece into its own block. Scanning lines is cheap next to explaining them."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        meta = pq.ParquetFile(path).metadata
+        out, first = [], 1
+        for g in range(meta.num_row_groups):
+            out.append({"path": path, "format": fmt, "start": g, "end": g + 1, "first": first})
+            first += meta.row_group(g).num_rows
+        return out
+    out, pos, start, first, n = [], 0, 0, 1, 0
     with open(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
-            raw = raw.rstrip(b"\n").rstrip(b"\r")
-            if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            if not raw.strip():
-                continue  # blank lines are skipped, but counted: "row" is the line number
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield _row(path, n, error=f"line is not UTF-8 (byte {exc.start})")
-                continue
-            if fmt == "text":
-                yield _row(path, n, text=line)
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield _row(path, n, error=f"not valid JSON ({exc.msg})")
-                continue
-            yield _row(path, n, obj)
+        for raw in f:
+            n += 1
+            pos += len(raw)
+            if n % rows_per_block == 0:
+                out.append({"path": path, "format": fmt, "start": start, "end": pos, "first": first})
+                start, first = pos, n + 1
+    if pos > start:
+        out.append({"path": path, "format": fmt, "start": start, "end": pos, "first": first})
+    return out
 
 
-def _read_parquet(path: str) -> Iterator[dict[str, Any]]:
+def _read_lines(path: str, fmt: str, start: int = 0, end: int | None = None, first: int = 1) -> Iterator[dict[str, Any]]:
+    with open(path, "rb") as f:
+        f.seek(start)
+        data = f.read() if end is None else f.read(end - start)
+    for n, raw in enumerate(data.split(b"\n"), first):
+        raw = raw.rstrip(b"\r")
+        if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        if not raw.strip():
+            continue  # blank lines (and the end of the last line) are skipped, but counted: "row" is the line number
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield _row(path, n, error=f"line is not UTF-8 (byte {exc.start})")
+            continue
+        if fmt == "text":
+            yield _row(path, n, text=line)
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield _row(path, n, error=f"not valid JSON ({exc.msg})")
+            continue
+        yield _row(path, n, obj)
+
+
+def _read_parquet(path: str, group: int | None = None, first: int = 1) -> Iterator[dict[str, Any]]:
     import pyarrow.parquet as pq
 
-    n = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=_READ_CHUNK):
+    pf = pq.ParquetFile(path)
+    n = first - 1
+    for batch in pf.iter_batches(batch_size=1024, row_groups=None if group is None else [group]):
         for obj in batch.to_pylist():
             n += 1
             yield _row(path, n, obj)
 
 
-def _read_files(batch: pa.Table) -> Iterator[pa.Table]:
-    """map_batches over the file list: each file's rows, ``_READ_CHUNK`` at a time. A file that cannot be opened
+def _read_pieces(batch: pa.Table) -> pa.Table:
+    """map_batches over the pieces (:func:`_chunks`), one a call: that piece's rows. A file that cannot be opened
     raises (a missing file is not a bad row: its rows are unknown)."""
     import pyarrow as pa
 
-    schema = input_schema()
-    for path, fmt in zip(batch.column("path").to_pylist(), batch.column("format").to_pylist()):
-        rows: list[dict[str, Any]] = []
-        it = _read_parquet(path) if fmt == "parquet" else _read_lines(path, fmt)
-        for rec in it:
-            rows.append(rec)
-            if len(rows) == _READ_CHUNK:
-                yield pa.Table.from_pylist(rows, schema=schema)
-                rows = []
-        if rows:
-            yield pa.Table.from_pylist(rows, schema=schema)
+    rows: list[dict[str, Any]] = []
+    for piece in batch.to_pylist():
+        if piece["format"] == "parquet":
+            rows += _read_parquet(piece["path"], piece["start"], piece["first"])
+        else:
+            rows += _read_lines(piece["path"], piece["format"], piece["start"], piece["end"], piece["first"])
+    return pa.Table.from_pylist(rows, schema=input_schema())
+
+
+def read_rows(files: Sequence[str], *, input_format: str | None = None, rows_per_block: int = ROWS_PER_BLOCK
+              ) -> list[dict[str, Any]]:
+    """The rows :func:`read_corpus` gives, read in this process (no Ray), in file and line order."""
+    import pyarrow as pa
+
+    pieces = [c for f in files for c in _chunks(f, _format_of(f, input_format), rows_per_block)]
+    return [row for p in pieces for row in _read_pieces(pa.Table.from_pylist([p])).to_pylist()]
 
 
 def read_corpus(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
-                input_format: str | None = None) -> ray.data.Dataset:
-    """A Ray Dataset of the texts in ``path`` (a file, a directory or a glob), read by Ray tasks in parallel, one per file.
+                input_format: str | None = None, rows_per_block: int = ROWS_PER_BLOCK) -> ray.data.Dataset:
+    """A Ray Dataset of the texts in ``path`` (a file, a directory or a glob), read by Ray tasks in parallel.
 
     Each row: ``id`` (the input's ``id`` field as text, else ``FILE:ROW``), ``file``, ``row`` (1-based line number, or
     row number in a Parquet file; blank lines are skipped but counted), ``text``, ``gold_label`` (the input's
@@ -175,14 +212,19 @@ def read_corpus(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     no ``text`` field), so that no input row is ever dropped. Files must be at the same path on every node.
 
     input_format : ``"jsonl"``, ``"text"`` or ``"parquet"`` for every file; by default by suffix, else text.
+    rows_per_block : lines per block (each block is read by one task and explained by one actor); a Parquet file
+        gives one block per row group.
     """
     if input_format is not None and input_format not in INPUT_FORMATS:
         raise InputError(f"input format must be one of {', '.join(INPUT_FORMATS)}, got {input_format!r}")
+    if rows_per_block < 1:
+        raise InputError(f"rows_per_block must be >= 1, got {rows_per_block}")
     ray = _import_ray()
-    files = list_files(path)
-    items = [{"path": f, "format": _format_of(f, input_format)} for f in files]
-    ds = ray.data.from_items(items, override_num_blocks=len(items))
-    return ds.map_batches(_read_files, batch_size=1, batch_format="pyarrow", num_cpus=_IO_CPUS)
+    pieces = [c for f in list_files(path) for c in _chunks(f, _format_of(f, input_format), rows_per_block)]
+    if not pieces:
+        raise InputError(f"{path} holds no rows")
+    ds = ray.data.from_items(pieces, override_num_blocks=len(pieces))
+    return ds.map_batches(_read_pieces, batch_size=1, batch_format="pyarrow", num_cpus=_IO_CPUS)
 
 
 def _normalise(batch: pa.Table) -> pa.Table:
@@ -568,7 +610,7 @@ def run(input_path: str | Sequence[str], bundle: str | os.PathLike[str], out: st
     seconds = time.perf_counter() - start
     rows_out = errors = 0
     for batch in read_output(out, out_format).select_columns(["error"]).iter_batches(batch_format="pyarrow"):
-        col = batch.column("error")
+        col = batch.column("error")  # type: ignore[union-attr]  # a pyarrow.Table: batch_format="pyarrow"
         rows_out += len(col)
         errors += len(col) - col.null_count
     return Summary(rows_in=ds.count(), rows_out=rows_out, errors=errors, seconds=seconds, out=out, out_format=out_format)
