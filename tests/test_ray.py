@@ -385,7 +385,7 @@ def _run_and_kill(bundle: Path, cluster: TwoNodes, corpus: Path, retries: int) -
     """Explain ``corpus`` with two actors; once the first rows are out, SIGKILL one actor (by pid) while the rest is
     still in flight. Returns the rows and the killed pid."""
     ds = xray.read_corpus(corpus, rows_per_block=2)
-    out = xray.explain_dataset(ds, bundle, "ig", steps=512, output="logit", workers=2, num_cpus=0.5, batch_rows=2,
+    out = xray.explain_dataset(ds, bundle, "ig", steps=128, output="logit", workers=2, num_cpus=0.5, batch_rows=2,
                                retries=retries)
     rows: list[dict] = []
     killed: list[int] = []
@@ -405,7 +405,7 @@ def test_an_actor_killed_mid_run_is_restarted_and_its_batch_retried(cluster, tmp
     bundle, _ = handmade
     rng = np.random.default_rng(0)
     words = ["good", "bad", "movie", "the", "very", "not", "fun", "dull", "a"]
-    texts = [" ".join(rng.choice(words, size=int(rng.integers(1, 12)))) for _ in range(80)]
+    texts = [" ".join(rng.choice(words, size=int(rng.integers(1, 12)))) for _ in range(40)]
     corpus = tmp_path / "in"
     corpus.mkdir()
     (corpus / "t.jsonl").write_text("".join(json.dumps({"id": f"t{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
@@ -413,7 +413,7 @@ def test_an_actor_killed_mid_run_is_restarted_and_its_batch_retried(cluster, tmp
     rows, killed = _bounded(lambda: _run_and_kill(bundle, cluster, corpus, retries=3), RUN_S)
     assert killed and _dead(killed[0])
     assert len(rows) > 2  # the kill came before the end
-    _check_complete(rows, expect, _local(bundle, "ig", sorted(set(texts)), steps=512, output="logit"), exact=False)
+    _check_complete(rows, expect, _local(bundle, "ig", sorted(set(texts)), steps=128, output="logit"), exact=False)
     # without retries the same kill fails the run: the retries above are what kept it whole
     with pytest.raises(Exception) as info:  # noqa: B017 - Ray's own error type for a dead actor
         _bounded(lambda: _run_and_kill(bundle, cluster, corpus, retries=0), RUN_S)

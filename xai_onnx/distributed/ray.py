@@ -464,6 +464,10 @@ def _map(ds: ray.data.Dataset, kind: str, bundle: str | os.PathLike[str], method
         raise InputError(f"retries must be >= 0, got {retries}")
     # everything checked here, before any actor starts: the bundle, the method, its options, the target
     model = Model(os.fspath(bundle), threads=1, batch_size=batch_size, precision=precision, providers=providers)
+    task = getattr(getattr(model, "task", None), "name", "sequence-classification")
+    if task != "sequence-classification":
+        raise InputError(f"the Ray engine runs single-text sequence classifiers; bundle {model.path} is a {task} "
+                         "model: use the local engine (without --engine ray)")
     if kind == "explain":
         ex = _make_explainer(model, str(method), options)
         if target is not None and target != "all":
