@@ -61,7 +61,7 @@ def on_ray(bundle: str, method: str, texts: list[str], workers: int, threads: in
     src.write_text("".join(json.dumps({"id": f"t{i}", "text": t}) + "\n" for i, t in enumerate(texts)), encoding="utf-8")
     out = work / f"out-{method}-{workers}x{threads}"
     s = run(str(src), bundle, str(out), method=method, workers=workers, threads_per_worker=threads,
-            num_cpus=1.0 / workers, steps=steps)
+            num_cpus=1.0 / workers, steps=steps, rows_per_block=max(1, len(texts) // (4 * workers)))
     table = pq.read_table(out, columns=["id", "scores", "error"]).to_pylist()
     diff = max(float(np.max(np.abs(np.asarray(r["scores"]) - np.asarray(ref[r["id"]])))) for r in table)
     return {"workers": workers, "threads_per_worker": threads, "seconds": s.seconds, "texts_per_second": s.texts_per_second,

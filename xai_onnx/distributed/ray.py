@@ -596,13 +596,13 @@ def read_output(out: str, out_format: str = "parquet") -> ray.data.Dataset:
 
 def run(input_path: str | Sequence[str], bundle: str | os.PathLike[str], out: str, *, kind: str = "explain",
         method: str | None = None, out_format: str = "parquet", input_format: str | None = None,
-        **kwargs: Any) -> Summary:
+        rows_per_block: int = ROWS_PER_BLOCK, **kwargs: Any) -> Summary:
     """Read ``input_path``, explain (or predict) every row, write ``out``; the counts and the rate. Ray must be
     initialised (``ray.init``)."""
     if out_format not in OUTPUT_FORMATS:
         raise InputError(f"out format must be one of {', '.join(OUTPUT_FORMATS)}, got {out_format!r}")
     _check_out(out)
-    ds = read_corpus(input_path, input_format=input_format)
+    ds = read_corpus(input_path, input_format=input_format, rows_per_block=rows_per_block)
     if kind == "explain":
         if method is None:
             raise InputError("give a method")
