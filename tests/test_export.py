@@ -313,6 +313,7 @@ def test_non_empty_output_refused(tmp_path):
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
+@pytest.mark.slow  # exports a model through torch (tiny_export)
 def test_encoder_without_head_is_a_similarity_bundle(tiny_export, tmp_path):
     src, bundle = tiny_export("bert", "similarity")
     assert Manifest.load(bundle).task == "similarity"
