@@ -36,7 +36,7 @@ def _corpus_options(p: argparse.ArgumentParser, limit: bool = True) -> None:
                    "('<label index> <text>' a line); default: by extension (.jsonl/.json, .csv, .tsv), else text "
                    "(--input) or sst2 (--data, --train)")
     if limit:
-        p.add_argument("--limit", type=int, default=None, help="the first N texts of the input only")
+        p.add_argument("--limit", type=positive_int, default=None, help="the first N texts of the input only")
 
 
 def _runtime_options(p: argparse.ArgumentParser) -> None:
