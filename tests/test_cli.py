@@ -23,7 +23,10 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(args))
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse's usage errors
+            code = int(exc.code or 0)
     return subprocess.CompletedProcess(["xai-onnx", *args], code, out.getvalue(), err.getvalue())
 
 
