@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from .trace import (
 from .validate import validate
 
 SUPPORTED_OPSETS = range(18, 24)
+#: ``progress(stage, detail)`` is called as each stage starts: load, trace, convert, save, validate, quantize, done
+Progress = Callable[[str, str], None]
 FILES = {"forward": "forward.onnx", "gradient": "gradient.onnx", "gradient_int8": "gradient.int8.onnx", "weights": "weights.bin",
          "embeddings": "embeddings.npy", "head": "head.npz", "tokenizer": "tokenizer.json"}
 
@@ -45,7 +48,7 @@ def _versions() -> dict[str, str]:
 def export_bundle(source: str | Path, out_dir: str | Path, *, head: str | Path | None = None,
                   max_length: int | None = None, opset: int = 18, gradient: bool = True,
                   overwrite: bool = False, validate_export: bool = True, int8: bool = False,
-                  task: str | None = None) -> Manifest:
+                  task: str | None = None, progress: Progress | None = None) -> Manifest:
     """Export ``source`` (a HF classifier directory, or a sentence-transformers encoder with ``head``) to ``out_dir``.
 
     The bundle is built in a work directory next to ``out_dir`` and swapped into place only after validation
@@ -58,7 +61,9 @@ def export_bundle(source: str | Path, out_dir: str | Path, *, head: str | Path |
     Returns the bundle's manifest. ``int8`` adds an int8 copy
     of the gradient graph (``Model(bundle, precision="int8")``), its fidelity against float32 in the manifest.
     ``task`` (``sequence-classification``, ``token-classification``, ``similarity``) overrides the detected task.
+    ``progress(stage, detail)`` is told of each stage as it starts (and of each validation shape as it is checked).
     """
+    say = progress or (lambda _stage, _detail: None)
     if task is not None and task not in TASKS:
         raise ExportInputError(f"--task {task!r} is not one of {', '.join(TASKS)}")
     if int8 and not gradient:
@@ -67,6 +72,7 @@ def export_bundle(source: str | Path, out_dir: str | Path, *, head: str | Path |
         raise ExportInputError(f"--opset {opset} is not supported: use {SUPPORTED_OPSETS.start} to {SUPPORTED_OPSETS.stop - 1}")
     out = check_output(Path(out_dir), overwrite)
     remove_stale_work_dirs(out)
+    say("load", f"reading {source}")
     prep = prepare(source, head, max_length, task)
     task = prep.task
     if int8 and task != "sequence-classification":
@@ -89,14 +95,16 @@ def export_bundle(source: str | Path, out_dir: str | Path, *, head: str | Path |
             ex = example_inputs(batch, seq, emb_dim, n_labels, prep.uses_token_type_ids, gradient=True, task=task,
                                 feature_dim=feature_dim)
             models[FILES["gradient"]] = export_graph(grad_fn, ex, in_names + objective_inputs, ["logits", "grad"],
-                                                     prep.max_length, opset, seq_inputs)
+                                                     prep.max_length, opset, seq_inputs,
+                                                     progress=lambda st: say(st, "gradient graph"))
         ex = example_inputs(batch, seq, emb_dim, n_labels, prep.uses_token_type_ids, gradient=False, task=task)
         models[FILES["forward"]] = export_graph(fwd_fn, ex, in_names, list(FORWARD_OUTPUTS[task]), prep.max_length,
-                                                opset)
+                                                opset, progress=lambda st: say(st, "forward graph"))
     export_seconds = time.perf_counter() - t0
 
     work, tmp = make_work_dir(out)
     try:
+        say("save", "weights, embeddings, head and tokenizer")
         sizes = save_with_shared_weights(models, tmp, FILES["weights"])
         np.save(tmp / FILES["embeddings"], prep.embeddings)
         if prep.head_weight.shape[0]:
@@ -104,12 +112,14 @@ def export_bundle(source: str | Path, out_dir: str | Path, *, head: str | Path |
         (tmp / FILES["tokenizer"]).write_text(prep.tokenizer_json, encoding="utf-8")
         report = {}
         if validate_export:
+            say("validate", "against torch autograd on shapes the trace never saw")
             report = validate(tmp / FILES["forward"], tmp / FILES["gradient"] if gradient else None, (fwd_fn, grad_fn),
                               prep.embeddings, n_labels, prep.uses_token_type_ids, prep.max_length, (batch, seq),
-                              task=task, feature_dim=feature_dim)
+                              task=task, feature_dim=feature_dim, progress=lambda detail: say("validate", detail))
         if int8:
             from .quantize import int8_fidelity, quantize_gradient
 
+            say("quantize", "int8 copy of the gradient graph, and its fidelity against float32")
             quantize_gradient(tmp, FILES["gradient"], FILES["gradient_int8"])
             report["int8"] = int8_fidelity(tmp, FILES["gradient"], FILES["gradient_int8"], prep.embeddings, n_labels,
                                            prep.uses_token_type_ids, prep.max_length)
@@ -155,4 +165,5 @@ def export_bundle(source: str | Path, out_dir: str | Path, *, head: str | Path |
     except BaseException:  # ExportTerminated (SIGTERM) and KeyboardInterrupt too
         shutil.rmtree(work, ignore_errors=True)
         raise
+    say("done", str(out))
     return manifest

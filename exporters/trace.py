@@ -11,7 +11,7 @@ import contextlib
 import io
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -124,8 +124,10 @@ def _pick_example_sizes(max_length: int, forbidden: set[int]) -> tuple[int, int]
 
 
 def export_graph(fn: Any, inputs: tuple[torch.Tensor, ...], input_names: list[str], output_names: list[str],
-                 max_length: int, opset: int, sequence_inputs: tuple[str, ...] = FORWARD_INPUTS):
+                 max_length: int, opset: int, sequence_inputs: tuple[str, ...] = FORWARD_INPUTS,
+                 progress: Callable[[str], None] | None = None):
     """Trace ``fn`` symbolically and convert it to an ONNX ModelProto with dynamic batch and sequence axes."""
+    say = progress or (lambda _stage: None)  # told "trace" and "convert" as those stages start
     from torch.fx.experimental.proxy_tensor import make_fx
 
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
@@ -135,8 +137,10 @@ def export_graph(fn: Any, inputs: tuple[torch.Tensor, ...], input_names: list[st
         shapes.append({0: batch, 1: seq} if name in sequence_inputs else {0: batch})
     try:
         with _tracing_config(), _quiet():
+            say("trace")
             gm = make_fx(fn, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*inputs)
             program = torch.export.export(gm, inputs, dynamic_shapes=tuple(shapes))
+            say("convert")
             onnx_program = torch.onnx.export(program, dynamo=True, opset_version=opset, input_names=input_names,
                                              output_names=output_names, verbose=False)
     except Exception as exc:  # noqa: BLE001 - the tracer raises many kinds; report them as one

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +67,9 @@ def _objective_inputs(rng: np.random.Generator, task: str, kind: str, b: int, s:
 def validate(forward_path: Path, gradient_path: Path | None, functions: tuple[Any, Any], embeddings: np.ndarray,
              n_labels: int, uses_tt: bool, max_length: int, trace_shape: tuple[int, int],
              tolerance: float = TOLERANCE, task: str = "sequence-classification",
-             feature_dim: int = 0) -> dict[str, Any]:
-    """Return the measured errors; raise ValidationError if any exceeds ``tolerance``."""
+             feature_dim: int = 0, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Return the measured errors; raise ValidationError if any exceeds ``tolerance``. ``progress`` is told each
+    shape's largest error as it is checked."""
     import onnxruntime as ort
 
     forward_fn, gradient_fn = functions
@@ -83,6 +85,12 @@ def validate(forward_path: Path, gradient_path: Path | None, functions: tuple[An
         errors["logits"] = 0.0
     shapes = validation_shapes(max_length, trace_shape)
     for b, s in shapes:
+        here: dict[str, float] = {}  # this shape's errors
+
+        def note(key: str, err: float) -> None:
+            here[key] = max(here.get(key, 0.0), err)
+            errors[key] = max(errors[key], err)
+
         feeds = random_feeds(rng, embeddings, b, s, uses_tt, pad_last_row=True)
         t_in = [torch.from_numpy(v) for v in feeds.values()]
         refs = [t.numpy() for t in forward_fn(*t_in)]
@@ -90,22 +98,25 @@ def validate(forward_path: Path, gradient_path: Path | None, functions: tuple[An
             if task == "token-classification":  # padded positions are not compared: nothing reads them
                 keep = feeds["attention_mask"].astype(bool)
                 out, ref = out[keep], ref[keep]
-            errors[name] = max(errors[name], _rel(out, ref))
-        if grad is None:
-            continue
-        for kind in kinds:
+            note(name, _rel(out, ref))
+        for kind in kinds if grad is not None else ():
             weights = _objective_inputs(rng, task, kind, b, s, n_labels, feature_dim)
             if task == "token-classification":  # no weight on padded positions: the runtime never puts one there
                 for w in weights.values():
                     w[~feeds["attention_mask"].astype(bool)] = 0.0
             ref_l, ref_g = (t.numpy() for t in gradient_fn(*t_in, *(torch.from_numpy(w) for w in weights.values())))
+            assert grad is not None
             out_l, out_g = grad.run(["logits", "grad"], {**feeds, **weights})
             if task == "token-classification":
                 keep = feeds["attention_mask"].astype(bool)
                 out_l, ref_l = out_l[keep], ref_l[keep]
             # padded positions get no gradient in either; compare where it can be non-zero
-            errors["logits"] = max(errors["logits"], _rel(out_l, ref_l))
-            errors[f"grad_{kind}"] = max(errors[f"grad_{kind}"], _rel(out_g, ref_g))
+            note("logits", _rel(out_l, ref_l))
+            note(f"grad_{kind}", _rel(out_g, ref_g))
+        if progress is not None and here:
+            worst = max(here, key=lambda k: here[k])
+            progress(f"shape {b} x {s}: largest relative error {here[worst]:.1e} ({worst}), "
+                     f"{'within' if here[worst] <= tolerance else 'OVER'} {tolerance:g}")
     if grad is None:
         for kind in kinds:
             del errors[f"grad_{kind}"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -13,11 +14,25 @@ from xai_onnx import IntegratedGradients, Model
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "xai_onnx.cli", *args], capture_output=True, text=True, timeout=300)
+    """The CLI run in this process (an interpreter start-up per call made these tests slow): exit code and output.
+    test_predict_json runs the real `python -m xai_onnx.cli`."""
+    import contextlib
+    import io
+
+    from xai_onnx.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse's usage errors
+            code = int(exc.code or 0)
+    return subprocess.CompletedProcess(["xai-onnx", *args], code, out.getvalue(), err.getvalue())
 
 
 def test_predict_json(handmade):
-    proc = cli("predict", str(handmade[0]), "--text", "good movie", "bad")
+    proc = subprocess.run([sys.executable, "-m", "xai_onnx.cli", "predict", str(handmade[0]), "--text", "good movie", "bad"],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert [r["text"] for r in out["results"]] == ["good movie", "bad"]
@@ -56,6 +71,9 @@ def test_input_files(handmade, tmp_path):
         assert proc.returncode == 0, proc.stderr
         outs.append(json.loads(proc.stdout))
     assert [r["text"] for r in outs[0]["results"]] == ["good movie", "not fun"]
+    assert [r.pop("row") for r in outs[0]["results"]] == [1, 3]  # line numbers: the blank line 2 is counted
+    assert [r.pop("row") for r in outs[1]["results"]] == [1, 2]
+    assert outs[1]["results"][1].pop("id") == 3
     assert outs[0]["results"] == outs[1]["results"]
 
 
@@ -107,3 +125,67 @@ def test_progress_bar_on_a_terminal(handmade, tmp_path):
         bar.update()
     bar.close()
     assert "4/4" in stream.getvalue() and stream.getvalue().endswith("\n")
+
+
+def test_a_file_given_as_the_bundle_says_what_a_bundle_is(handmade, tmp_path):
+    proc = cli("predict", str(handmade[0] / "forward.onnx"), "--text", "good")
+    _one_line_error(proc, "is a file, not a bundle")
+    assert "give that directory" in proc.stderr and str(handmade[0]) in proc.stderr
+    lone = tmp_path / "model.onnx"
+    lone.write_bytes((handmade[0] / "forward.onnx").read_bytes())
+    proc = cli("predict", str(lone), "--text", "good")
+    _one_line_error(proc, "is a file, not a bundle")
+    assert "xai-onnx export MODEL_DIR BUNDLE_DIR" in proc.stderr and "not found" not in proc.stderr
+
+
+def test_serve_checks_its_extra_before_announcing(handmade, monkeypatch, capsys):
+    import importlib.util
+
+    from xai_onnx.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a))
+    assert main(["serve", str(handmade[0]), "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "serving" not in err and "uvicorn missing" in err
+    assert "pip install 'xai-onnx[serve]'" in err and "pip install '.[serve]'" in err  # the README's form too
+
+
+def test_export_progress_and_summary_without_torch(handmade, monkeypatch, capsys):
+    """The export command's stage log, its summary in words and --format json, with export_bundle replaced by a
+    stand-in that reports the stages the real one does (tests/test_export.py runs the real one, marked slow)."""
+    import io
+
+    exporters_cli = pytest.importorskip("xai_onnx_exporters.cli")
+    from xai_onnx.manifest import Manifest
+    from xai_onnx.progress import Stages
+
+    manifest = Manifest.load(handmade[0])
+    manifest = type(manifest)(**{**manifest.__dict__, "validation": {
+        "tolerance": 1e-4, "shapes": [[1, 1], [2, 5]], "max_relative_error": {"logits": 2e-6, "grad_prob": 3e-6}}})
+
+    def fake_export(source, out_dir, *, progress=None, **_):
+        for stage, detail in (("load", f"reading {source}"), ("trace", "gradient graph"), ("convert", "gradient graph"),
+                              ("validate", "shape 1 x 1: largest relative error 2.0e-06 (logits), within 0.0001"),
+                              ("done", str(out_dir))):
+            progress(stage, detail)
+        return manifest
+
+    monkeypatch.setattr(exporters_cli, "export_bundle", fake_export)
+    assert exporters_cli.main(["src", "out"]) == 0
+    out, err = capsys.readouterr()
+    stages = [ln.split("] ", 1)[1].split(":")[0] for ln in err.splitlines()]
+    assert stages == ["load", "trace", "convert", "validate", "done"]
+    assert out.startswith("exported out") and "largest relative error 3.0e-06 (grad_prob)" in out and "passed" in out
+    assert exporters_cli.main(["src", "out", "--format", "json", "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and json.loads(out)["max_relative_error"]["grad_prob"] == 3e-6
+    # on a terminal: one live line, each finished stage left behind with its duration
+    tty = io.StringIO()
+    stages_tty = Stages("x", stream=tty, live=True)
+    stages_tty("load", "reading")
+    stages_tty("trace", "gradient graph")
+    stages_tty.close()
+    lines = tty.getvalue().replace("\x1b[K", "").split("\n")
+    assert re.search(r"x: load: reading \(\d+\.\ds\)$", lines[0]), lines
+    assert re.search(r"x: trace: gradient graph \(\d+\.\ds\)$", lines[1]), lines

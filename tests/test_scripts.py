@@ -12,6 +12,8 @@ import pytest
 pytest.importorskip("torch", reason="the benchmark compares against Captum on torch")
 pytest.importorskip("captum", reason="the benchmark compares against Captum")
 
+pytestmark = pytest.mark.slow  # exports a model and runs the benchmark against Captum
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -34,7 +34,9 @@ class Flip:
 
 @dataclass(frozen=True)
 class AttackResult:
-    """One attacked text. ``label_after``/``probability_after`` come from re-tokenising ``adversarial_text``."""
+    """One attacked text. ``label_after`` and ``label_before_probability_after`` come from re-tokenising
+    ``adversarial_text``; the latter is the probability of the ORIGINAL label (``label_before``) after the attack, so
+    that it compares with ``probability_before``, not the probability of ``label_after``."""
 
     text: str
     adversarial_text: str
@@ -42,7 +44,7 @@ class AttackResult:
     label_before: str
     probability_before: float
     label_after: str
-    probability_after: float  # of label_before
+    label_before_probability_after: float
     success: bool
     queries: int
     seconds: float
@@ -52,7 +54,7 @@ class AttackResult:
     def to_dict(self) -> dict[str, Any]:
         return {"text": self.text, "adversarial_text": self.adversarial_text, "flips": [f.to_dict() for f in self.flips],
                 "label_before": self.label_before, "probability_before": self.probability_before,
-                "label_after": self.label_after, "probability_after": self.probability_after,
+                "label_after": self.label_after, "label_before_probability_after": self.label_before_probability_after,
                 "success": self.success, "queries": self.queries, "seconds": self.seconds, "method": self.method,
                 "settings": dict(self.settings)}
 

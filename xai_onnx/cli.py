@@ -10,8 +10,8 @@ from collections.abc import Callable, Sequence
 from importlib import metadata
 from typing import Any
 
-from .errors import InputError, XaiOnnxError
-from .io import read_texts
+from .errors import InputError, XaiOnnxError, install_hint
+from .io import INPUT_FORMATS, Record, Records, read_records
 
 EXIT_USAGE = 2
 
@@ -20,12 +20,23 @@ def _common(p: argparse.ArgumentParser, formats: tuple[str, ...] = ("json", "tex
     p.add_argument("bundle", help="bundle directory written by `xai-onnx export`")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", nargs="+", action="extend", help="one or more texts (the flag may be repeated)")
-    src.add_argument("--input", help="a text file (one text a line) or JSONL with a \"text\" field (and \"text_pair\" "
-                     "for sentence pairs)")
+    src.add_argument("--input", help="a text file (one text a line), JSONL with a \"text\" field (and \"text_pair\" for "
+                     "sentence pairs), or CSV/TSV with a 'text' column; results carry each text's row (line number), id, "
+                     "gold label and other fields")
     p.add_argument("--text-pair", nargs="+", action="extend", default=None, help="the second text of each pair, one "
                    "per --text (NLI, cross-encoders, similarity; the flag may be repeated)")
     p.add_argument("--format", choices=formats, default="json")
+    _corpus_options(p)
     _runtime_options(p)
+
+
+def _corpus_options(p: argparse.ArgumentParser, limit: bool = True) -> None:
+    p.add_argument("--input-format", choices=INPUT_FORMATS, default=None,
+                   help="how to read --input/--data/--train: text (one text a line), jsonl, csv, tsv, sst2 "
+                   "('<label index> <text>' a line); default: by extension (.jsonl/.json, .csv, .tsv), else text "
+                   "(--input) or sst2 (--data, --train)")
+    if limit:
+        p.add_argument("--limit", type=positive_int, default=None, help="the first N texts of the input only")
 
 
 def _runtime_options(p: argparse.ArgumentParser) -> None:
@@ -75,26 +86,71 @@ def _utf8_values(flag: str, values: Sequence[str]) -> list[str]:
     return [utf8_argument(f"{flag} value {i + 1}" if len(values) > 1 else flag, t) for i, t in enumerate(values)]
 
 
-def _texts(args: argparse.Namespace) -> list[str]:
-    if args.text is not None:
-        return _utf8_values("--text", args.text)
-    return read_texts(args.input)
+def _note(msg: str) -> None:
+    print(f"xai-onnx: note: {msg}", file=sys.stderr)
 
 
-def _inputs(args: argparse.Namespace) -> tuple[list[str], list[str] | None]:
-    """Texts and, for sentence pairs, their second texts: ``--text-pair`` beside ``--text`` (equal counts), or a
-    JSONL ``text_pair`` field on every line."""
-    from .io import read_text_pairs
+def _limited(args: argparse.Namespace, records: Records) -> Records:
+    limit = getattr(args, "limit", None)
+    if limit is None:
+        return records
+    if limit < 1:
+        raise InputError(f"--limit must be >= 1, got {limit}")
+    return Records(records[:limit], source=records.source, input_format=records.input_format,
+                   skipped_rows=records.skipped_rows)
 
+
+def _read(args: argparse.Namespace, path: str, *, data: bool = False) -> Records:
+    """Records of an input file (--input; --data/--train with ``data``), the blank lines skipped said on stderr."""
+    recs = read_records(path, getattr(args, "input_format", None), default_format="sst2" if data else "text",
+                        kind="data" if data else "input")
+    note = recs.skipped_note()
+    if note:
+        _note(note)
+    if not recs:
+        _note(f"{path} holds no texts")
+    return recs
+
+
+def _records(args: argparse.Namespace) -> Records:
+    """The texts of --text (no row numbers) or --input (with row, id, gold label and other fields), after --limit."""
     pairs = getattr(args, "text_pair", None)
     if args.text is not None:
-        texts = _texts(args)
-        if pairs is not None and len(pairs) != len(texts):
-            raise InputError(f"{len(texts)} --text and {len(pairs)} --text-pair: give one pair text per text")
-        return texts, None if pairs is None else _utf8_values("--text-pair", pairs)
+        if pairs is not None and len(pairs) != len(args.text):
+            raise InputError(f"{len(args.text)} --text and {len(pairs)} --text-pair: give one pair text per text")
+        texts = _utf8_values("--text", args.text)
+        pair_texts = None if pairs is None else _utf8_values("--text-pair", pairs)
+        return _limited(args, Records([Record(row=None, text=t, text_pair=None if pair_texts is None else pair_texts[i])
+                                       for i, t in enumerate(texts)], source="--text"))
     if pairs is not None:
         raise InputError("--text-pair goes with --text; in an --input JSONL file give each line a \"text_pair\"")
-    return read_text_pairs(args.input)
+    return _limited(args, _read(args, args.input))
+
+
+def _texts(args: argparse.Namespace) -> list[str]:
+    return _records(args).texts
+
+
+def _text_pairs(records: Records) -> list[str] | None:
+    """The records' ``text_pair`` fields when they have them (all or none), else None."""
+    have = [r.text_pair is not None for r in records]
+    if not any(have):
+        return None
+    if not all(have):
+        missing = next(r.row for r, h in zip(records, have) if not h)
+        raise InputError(f"{records.source}: row {missing} has no \"text_pair\" while others do: give one to every "
+                         "record, or to none")
+    return [r.text_pair or "" for r in records]
+
+
+def with_input(result: dict[str, Any], record: Record | None) -> dict[str, Any]:
+    """A result's JSON joined to its input: ``row`` and ``id`` first, then the result, then ``gold_label`` and
+    ``input`` (the input's other fields). The one place corpus fields are carried into output."""
+    if record is None:
+        return result
+    extra = record.output_fields()
+    head: dict[str, Any] = {k: extra.pop(k) for k in ("row", "id") if k in extra}
+    return {**head, **result, **extra}
 
 
 def _model(args: argparse.Namespace):
@@ -119,10 +175,11 @@ def _engine(args: argparse.Namespace, kind: str) -> int | None:
 def cmd_predict(args: argparse.Namespace) -> int:
     if (rc := _engine(args, "predict")) is not None:
         return rc
-    texts, pairs = _inputs(args)
-    preds = _model(args).predict(texts, pairs)
+    model = _model(args)
+    records = _records(args)
+    preds = model.predict(records.texts, _text_pairs(records))
     if args.format == "json":
-        print(json.dumps({"results": [p.to_dict() for p in preds]}, ensure_ascii=False))
+        print(json.dumps({"results": [with_input(p.to_dict(), rec) for p, rec in zip(preds, records)]}, ensure_ascii=False))
     else:
         for p in preds:
             text = p.text if p.text_pair is None else f"{p.text} || {p.text_pair}"
@@ -143,11 +200,14 @@ def make_explainer(model: Any, method: str, options: dict[str, Any]):
     return make(model, method, options)
 
 
-def _format_text(r: Any) -> str:
+def _format_text(r: Any, record: Record | None = None) -> str:
+    where = ""
+    if record is not None and record.row is not None:
+        where = f"[row {record.row}" + (f", id {record.id}" if record.id is not None else "") + "] "
     from .results import TokenAttribution
 
     if isinstance(r, TokenAttribution):
-        lines = [f"{r.text!r}" + (f" || {r.text_pair!r}" if r.text_pair is not None else "") + f"\n  method {r.method}; "
+        lines = [f"{where}{r.text!r}" + (f" || {r.text_pair!r}" if r.text_pair is not None else "") + f"\n  method {r.method}; "
                  "labels: " + " ".join(f"{t}/{lab}" for t, lab in zip(r.tokens, r.predicted))]
         for p in r.positions:
             delta = f"; convergence delta {p.convergence_delta:+.2e}" if p.convergence_delta is not None else ""
@@ -161,7 +221,7 @@ def _format_text(r: Any) -> str:
         r_text = f"{r.text!r} || {r.text_pair!r}"
     else:
         r_text = f"{r.text!r}"
-    head = (f"{r_text}\n  predicted {r.label} ({r.probabilities[r.label]:.3f}); target {r.target.label}; "
+    head = (f"{where}{r_text}\n  predicted {r.label} ({r.probabilities[r.label]:.3f}); target {r.target.label}; "
             f"method {r.method}" + (f"; convergence delta {r.convergence_delta:+.2e}" if r.convergence_delta is not None else "")
             + "".join(f"; side {s['segment']} delta {s['convergence_delta']:+.2e}" for s in (r.sides or ())
                       if s.get("convergence_delta") is not None))
@@ -190,50 +250,66 @@ def cmd_explain(args: argparse.Namespace) -> int:
     target = args.target  # a label name, an index as text, or "all": Model.resolve_target reads each
     from .progress import Progress
 
-    texts, pairs = _inputs(args)
+    records = _records(args)
+    texts = records.texts
+    pairs = _text_pairs(records)
     check_work(model, explainers, texts, target, limits.max_evaluations, text_pairs=pairs)
     task_options = {}
     if model.manifest.task == "token-classification":
         task_options = {"positions": args.positions, "outside": args.outside}
     elif args.positions is not None or args.outside is not None:
         raise InputError(f"--positions and --outside apply to token-classification bundles; this one is {model.manifest.task}")
+    # results come in input order, per_text of them a text: one per class with --target all on a classifier
     per_text = len(model.labels) if target == "all" and model.manifest.task == "sequence-classification" else 1
     bar = Progress(len(texts) * per_text * len(explainers), "explain", enabled=False if args.quiet else None)
     results = []
+    large_delta: dict[str, int] = {}
     for ex in explainers:
         # chunk by chunk, so a killed run keeps what it streamed
-        for r in ex.iter_explain(texts, target=target, text_pairs=pairs, **task_options):
+        for k, r in enumerate(ex.iter_explain(texts, target=target, text_pairs=pairs, **task_options)):
             bar.update()
+            rec = records[k // per_text]
             if r.truncated and ex is explainers[0]:
                 note = next((w for w in r.warnings if "truncated" in w), "text truncated")
                 print(f"xai-onnx: note: {note}: {r.text[:40]!r}...", file=sys.stderr)
+            if any(w.startswith("convergence delta") for w in r.warnings):
+                large_delta[ex.name] = large_delta.get(ex.name, 0) + 1
             if args.format == "jsonl":
-                print(json.dumps({"method": ex.name, **r.to_dict()}, ensure_ascii=False), flush=True)
+                print(json.dumps(with_input({"method": ex.name, **r.to_dict()}, rec), ensure_ascii=False), flush=True)
             elif args.format == "text":
-                print(_format_text(r) + "\n", flush=True)
+                print(_format_text(r, rec) + "\n", flush=True)
             else:
-                results.append(r)
+                results.append((r, rec))
     bar.close()
+    for name, n in large_delta.items():
+        from .methods.integrated_gradients import DELTA_WARN_FRACTION
+
+        _note(f"{name}: {n} of {len(texts) * per_text} result(s) have a convergence delta over {DELTA_WARN_FRACTION:.0%} "
+              "of |F(x) - F(baseline)| (see their warnings): use more --steps or --adaptive")
     if args.format == "json":
-        print(json.dumps({"method": args.method, "results": [r.to_dict() for r in results]}, ensure_ascii=False))
+        print(json.dumps({"method": args.method, "results": [with_input(r.to_dict(), rec) for r, rec in results]},
+                         ensure_ascii=False))
     elif args.format == "html":
         from .html import render
 
         # group each text's methods together: render() keeps first-seen order of (text, target)
-        print(render(results, title=f"xai-onnx: {args.method} on {model.manifest.architecture}"), end="")
+        print(render([r for r, _ in results], title=f"xai-onnx: {args.method} on {model_name(model)}"), end="")
     return 0
+
+
+def model_name(model: Any) -> str:
+    """What to call a bundle on a page: the manifest's name where it has one, else the bundle directory's name."""
+    name = getattr(model.manifest, "name", None)
+    return str(name) if name else model.path.name
+
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import FaithfulnessEvaluator, evaluate_with_progress
-    from .io import read_labelled
 
+    check_output(args.out, "--out")
     model = _model(args)
-    texts = [t for t, _ in read_labelled(args.data)]
-    if args.limit is not None:
-        if args.limit < 1:
-            raise InputError(f"--limit must be >= 1, got {args.limit}")
-        texts = texts[:args.limit]
+    texts = _limited(args, _read(args, args.data, data=True)).texts
     from .registry import make_explainer, parse_methods
 
     names = parse_methods(args.methods)
@@ -251,17 +327,48 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _labelled(path: str) -> tuple[list[str], list[str | None]]:
-    from .io import read_labelled
+def check_output(path: str | None, what: str, *, directory: bool = False) -> None:
+    """Refuse an output path that cannot be written before any work starts: an existing file where a directory goes
+    (or the reverse), or a place this process cannot create files in."""
+    import os
+    import tempfile
+    from pathlib import Path
 
-    pairs = read_labelled(path)
-    return [t for t, _ in pairs], [lab for _, lab in pairs]
+    if path is None:
+        return
+    p = Path(path)
+    if directory and p.exists() and not p.is_dir():
+        raise InputError(f"{what} {p} exists and is not a directory: give a directory (it is created if missing)")
+    if not directory and p.is_dir():
+        raise InputError(f"{what} {p} is a directory: give a file name")
+    parent = p if directory and p.is_dir() else p.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{what} {p}: {parent} is not a directory")
+    try:  # a real write, not os.access: root passes access checks on read-only filesystems
+        fd, probe = tempfile.mkstemp(prefix=".xai-onnx-probe.", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(f"{what} {p}: cannot write to {parent} ({exc.strerror})") from exc
 
 
-def _emit(args: argparse.Namespace, key: str, items: list[Any], text_line: Callable[[Any], str]) -> None:
+def _labelled(args: argparse.Namespace, path: str) -> tuple[list[str], list[str | None]]:
+    recs = _read(args, path, data=True)
+    return recs.texts, recs.gold_labels
+
+
+def _emit(args: argparse.Namespace, key: str, items: list[Any], text_line: Callable[[Any], str],
+          records: Records | None = None, header: str | None = None) -> None:
     if args.format == "json":
-        print(json.dumps({key: [i.to_dict() if hasattr(i, "to_dict") else i for i in items]}, ensure_ascii=False))
+        dicts = [i.to_dict() if hasattr(i, "to_dict") else i for i in items]
+        if records is not None:
+            dicts = [with_input(d, rec) for d, rec in zip(dicts, records)]
+        print(json.dumps({key: dicts}, ensure_ascii=False))
     else:
+        if header:
+            print(header)
         print("\n".join(text_line(i) for i in items))
 
 
@@ -274,16 +381,19 @@ def cmd_attack(args: argparse.Namespace) -> int:
                    "whole_words": not args.any_piece, "min_similarity": args.min_similarity}
     method = args.method or ("hotflip" if model.has_gradient else "greedy")
     attacker = HotFlip(model, **constraints) if method == "hotflip" else GreedySubstitution(model, **constraints)
-    texts = _texts(args)
-    bar = Progress(len(texts), "attack", enabled=False if args.quiet else None)
+    records = _records(args)
+    bar = Progress(len(records), "attack", enabled=False if args.quiet else None)
     results = []
-    for t in texts:
+    for t in records.texts:
         results.append(attacker.attack([t])[0])
         bar.update()
     bar.close()
     _emit(args, "results", results, lambda r: (
         f"{'FLIPPED' if r.success else 'held  '} {r.label_before}->{r.label_after} "
-        f"p={r.probability_before:.3f}->{r.probability_after:.3f}  {r.adversarial_text}"))
+        f"p({r.label_before}) {r.probability_before:.3f}->{r.label_before_probability_after:.3f}  {r.adversarial_text}"),
+        records, header="# outcome, label before -> after the attack, p(label before): the ORIGINAL label's "
+        "probability before -> after the attack (probability_before, label_before_probability_after in JSON), "
+        "adversarial text")
     return 0
 
 
@@ -292,20 +402,38 @@ def cmd_influence(args: argparse.Namespace) -> int:
 
     from .influence import InfluenceIndex
 
+    load = bool(args.index and (Path(args.index) / "meta.json").is_file() and not args.train)
+    if not load and not args.train:
+        raise InputError("give --train FILE (or --index DIR of an index fitted earlier)")
+    if args.index and not load:
+        check_output(args.index, "--index", directory=True)
+    records = _records(args)
     model = _model(args)
-    if args.index and (Path(args.index) / "meta.json").is_file() and not args.train:
+    if load:
         index = InfluenceIndex.load(model, args.index, k=args.k)
     else:
-        if not args.train:
-            raise InputError("give --train FILE (or --index DIR of an index fitted earlier)")
-        texts, labels = _labelled(args.train)
+        texts, labels = _labelled(args, args.train)
         index = InfluenceIndex(model, k=args.k).fit(texts, labels)
         if args.index:
             index.save(args.index)
-    results = index.query(_texts(args), k=args.k, mode=args.mode)
-    _emit(args, "results", results, lambda r: f"{r.text}\n" + "\n".join(
-        f"  + {n.score:+.4f} [{n.label}] {n.text}" for n in r.proponents) + "\n" + "\n".join(
-        f"  - {n.score:+.4f} [{n.label}] {n.text}" for n in r.opponents))
+    results = index.query(records.texts, k=args.k, mode=args.mode)
+    if args.mode == "tracin":
+        header = ("# TracIn on the classification head: score = the dot product of the training example's loss gradient "
+                  "and this text's (for its predicted label).\n# A positive score supports the prediction (training on "
+                  "the example lowers this text's loss), a negative one opposes it.\n# proponents: the k highest "
+                  "scores; opponents: the k lowest.")
+        kinds = ("proponents (highest scores)", "opponents (lowest scores)")
+    else:
+        header = "# kNN: score = cosine similarity of the model's features."
+        kinds = ("nearest", "farthest")
+    header += "\n# #N = the training example's index (0-based, \"index\" in JSON), [label] its training label."
+
+    def lines(r: Any) -> str:
+        return f"{r.text}  (predicted {r.label})\n" + "\n".join(
+            [f"  {kinds[0]}:"] + [f"    {n.score:+.4f} #{n.index} [{n.label}] {n.text}" for n in r.proponents]
+            + [f"  {kinds[1]}:"] + [f"    {n.score:+.4f} #{n.index} [{n.label}] {n.text}" for n in r.opponents])
+
+    _emit(args, "results", results, lines, records, header=header)
     return 0
 
 
@@ -313,15 +441,24 @@ def cmd_prototypes(args: argparse.Namespace) -> int:
     from .labels import label_indices
     from .prototypes import MMDCritic
 
-    model = _model(args)
-    texts, labels = _labelled(args.data)
+    records = _limited(args, _read(args, args.data, data=True))
+    texts, labels = records.texts, records.gold_labels
     if not texts:
         raise InputError(f"{args.data} holds no examples")
+    model = _model(args)
     y = label_indices(labels, model.labels) if args.per_class else None
     feats = model.features(texts)
     critic = MMDCritic(n_prototypes=args.n_prototypes, n_criticisms=args.n_criticisms, per_class=args.per_class).fit(
         feats, y, model.labels)
-    groups = [g.to_dict(texts) for g in critic.groups_]
+    groups = []
+    for g in critic.groups_:
+        d = g.to_dict(texts)
+        for kind in ("prototype", "criticism"):  # the input's row numbers (and ids), to join back to the file
+            picked = [records[i] for i in d[f"{kind}s"]]
+            d[f"{kind}_rows"] = [r.row for r in picked]
+            if any(r.id is not None for r in picked):
+                d[f"{kind}_ids"] = [r.id for r in picked]
+        groups.append(d)
     _emit(args, "groups", groups, lambda g: f"[{g['label'] or 'all'}] sigma={g['sigma']:.3f}\n" + "\n".join(
         f"  prototype: {t}" for t in g["prototype_texts"]) + "\n" + "\n".join(
         f"  criticism: {t}" for t in g["criticism_texts"]))
@@ -333,27 +470,44 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     from .report import debug_report
 
+    check_output(args.out, "--out", directory=True)  # before the work, not after it
+    records = _limited(args, _read(args, args.data, data=True))
+    train = _labelled(args, args.train) if args.train else None
     model = _model(args)
-    texts, labels = _labelled(args.data)
-    train = _labelled(args.train) if args.train else None
     say = (lambda m: None) if args.quiet else (lambda m: print(f"xai-onnx report: {m}", file=sys.stderr))
-    rep = debug_report(model, texts, labels, train=train, method=args.method, progress=say)
+    rep = debug_report(model, records.texts, records.gold_labels, train=train, method=args.method, progress=say,
+                       keep_stop_words=args.keep_stop_words)
+    for m in rep["misclassified"]:  # join each error back to its input row (and id, other fields)
+        rec = records[m["index"]]
+        m.update({k: v for k, v in rec.output_fields().items() if k != "gold_label"})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(rep, indent=2, ensure_ascii=False), encoding="utf-8")
+    written = [out / "report.json"]
+    if args.format == "html":
+        from .html import render_report
+
+        (out / "report.html").write_text(render_report(rep, title=f"xai-onnx report: {model_name(model)}",
+                                                       source=records.source), encoding="utf-8")
+        written.append(out / "report.html")
     if args.format == "json":
         print(json.dumps({"report": str(out / "report.json"), "accuracy": rep["accuracy"],
                           "misclassified": len(rep["misclassified"])}))
     else:
         print(f"accuracy {rep['accuracy']:.4f} on {rep['n']} examples; {len(rep['misclassified'])} misclassified")
-        for lab, rows in rep["class_tokens"].items():
-            print(f"  towards {lab}: " + ", ".join(f"{r['token']} ({r['count']})" for r in rows[:10]))
-        print(f"written: {out / 'report.json'}")
+        for lab, rows in rep["class_words"].items():
+            print(f"  words towards {lab}: " + ", ".join(f"{r['word']} ({r['count']})" for r in rows[:10]))
+        print("written: " + ", ".join(str(w) for w in written))
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import os
+    from importlib.util import find_spec
+
+    missing = [m for m in ("starlette", "uvicorn") if find_spec(m) is None]
+    if missing:  # before loading the model and announcing an address
+        raise XaiOnnxError(f"the service needs the serve extra ({', '.join(missing)} missing): {install_hint('serve')}")
 
     from .limits import MIB, Limits
     from .serve import API_KEY_ENV, serve
@@ -407,7 +561,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, metadata.EntryPoi
     p.add_argument("bundle")
     p.add_argument("--data", required=True, help="JSONL, CSV/TSV or SST-2 format (labels are not needed)")
     p.add_argument("--methods", default="ig,saliency,grad_x_input,occlusion,fd", help="comma-separated")
-    p.add_argument("--limit", type=positive_int, default=None, help="first N texts only")
+    _corpus_options(p)
     p.add_argument("--removal", choices=("delete", "pad", "mask"), default="delete")
     p.add_argument("--output", choices=("prob", "logit"), default="prob")
     p.add_argument("--random-state", type=int, default=0)
@@ -439,16 +593,21 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, metadata.EntryPoi
     p.add_argument("--n-prototypes", type=int, default=10)
     p.add_argument("--n-criticisms", type=int, default=5)
     p.add_argument("--format", choices=("json", "text"), default="json")
+    _corpus_options(p)
     _runtime_options(p)
     p.set_defaults(func=cmd_prototypes)
-    p = sub.add_parser("report", help="model-debugging report over a labelled corpus (JSON)")
+    p = sub.add_parser("report", help="model-debugging report over a labelled corpus (JSON; --format html: a page)")
     p.add_argument("bundle")
-    p.add_argument("--data", required=True)
-    p.add_argument("--train", default=None)
-    p.add_argument("--out", required=True)
+    p.add_argument("--data", required=True, help="labelled data: JSONL, CSV/TSV or SST-2 format")
+    p.add_argument("--train", default=None, help="labelled training data: adds prototypes and influence")
+    p.add_argument("--out", required=True, help="directory to write report.json (and report.html) into")
     p.add_argument("--method", default=None, help="attribution method (ig, or occlusion without a gradient graph)")
-    p.add_argument("--format", choices=("json", "text"), default="text")
+    p.add_argument("--format", choices=("json", "text", "html"), default="text",
+                   help="what to print; html also writes report.html, a page to read in a browser")
+    p.add_argument("--keep-stop-words", action="store_true",
+                   help="keep stop words and punctuation among the class words (left out by default)")
     p.add_argument("--quiet", action="store_true")
+    _corpus_options(p)
     _runtime_options(p)
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("serve", help="HTTP service (needs the serve extra)")
@@ -513,7 +672,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 entry = ep.load()
             except ImportError as exc:
                 print(f"xai-onnx: error: `{argv[0]}` needs extra packages ({exc.name or exc}): "
-                      f"pip install 'xai-onnx[{argv[0]}]'", file=sys.stderr)
+                      f"{install_hint(argv[0])}", file=sys.stderr)
                 return EXIT_USAGE
             return int(entry(argv[1:]))
 

@@ -21,3 +21,11 @@ class InputError(XaiOnnxError, ValueError):
 
 class ProviderError(XaiOnnxError, RuntimeError):
     """An execution provider was asked for that onnxruntime cannot give."""
+
+
+def install_hint(extra: str, *packages: str) -> str:
+    """How to install an optional extra, in both forms: from an index, and from the source tree as the README does
+    (the package is not on PyPI yet, so the first alone can fail)."""
+    more = "".join(f" {p}" for p in packages)
+    return (f"pip install 'xai-onnx[{extra}]'{more}, or from a clone of the source: pip install '.[{extra}]'{more} "
+            "in its root")

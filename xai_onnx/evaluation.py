@@ -34,14 +34,26 @@ def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
     return float((da * db).sum() / math.sqrt(n_a * n_b))
 
 
+def average_ranks(v: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``v`` with tied values given the mean of the ranks they span (``[1, 2, 2, 3]`` ->
+    ``[1, 2.5, 2.5, 4]``), as standard Spearman uses: shape (n,), float64."""
+    v = np.asarray(v, dtype=np.float64)
+    order = np.argsort(v, kind="stable")
+    sorted_v = v[order]
+    starts = np.flatnonzero(np.r_[True, sorted_v[1:] != sorted_v[:-1]])  # first position of each run of equal values
+    ends = np.r_[starts[1:], len(v)]
+    ranks = np.empty(len(v))
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)  # mean of the 1-based ranks start+1 .. end
+    return ranks
+
+
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rank correlation of two score vectors (ordinal ranks, ties in input order)."""
-    ranks = []
-    for v in (np.asarray(a), np.asarray(b)):
-        r = np.empty(v.shape[0])
-        r[np.argsort(v, kind="stable")] = np.arange(v.shape[0])
-        ranks.append(r)
-    return float(np.corrcoef(ranks[0], ranks[1])[0, 1])
+    """Spearman's rank correlation of two score vectors: Pearson's correlation of their average ranks (ties share
+    the mean rank, so the result does not depend on the input order); nan for a constant vector."""
+    ra, rb = average_ranks(a), average_ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 @dataclass(frozen=True)
@@ -51,7 +63,8 @@ class MethodScores:
     comprehensiveness, sufficiency : per fraction of the non-special tokens, shape (n_fractions,).
     comprehensiveness_area, sufficiency_area : their means over the fractions (higher / lower is better).
     aopc : mean over k = 0..L of F(x) - F(x without its k most relevant tokens), most-relevant-first (higher is better).
-    tau_loo : Kendall's tau-b between the scores and occlusion with window 1 (leave-one-out); None for random.
+    tau_loo : Kendall's tau-b between the scores and leave-one-out (each token removed the evaluation's way: deleted,
+        or replaced by [PAD] / [MASK]); None for random.
     """
 
     method: str
@@ -162,12 +175,32 @@ class FaithfulnessEvaluator:
             results.append({"comp": comp, "suff": suff, "aopc": float(drops.sum() / (n + 1)) if n else 0.0})
         return results
 
+    def _leave_one_out(self, enc: Encoded, target: int, fx: float) -> np.ndarray:
+        """F(x) - F(x with token i removed the evaluation's way), for each non-special position i: shape (seq,)."""
+        pos = np.flatnonzero(~enc.special)
+        scores = np.zeros(len(enc))
+        if len(pos):
+            outs = self.model.run(self._variants(enc, [np.array([p]) for p in pos]), batch_size=self.batch_size)
+            f = target_output(np.concatenate([o["logits"] for o in outs]), target, self.output)
+            scores[pos] = fx - f
+        return scores
+
     # ---- public API ------------------------------------------------------------------------------------------------
+    def leave_one_out(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Leave-one-out scores as tau(LOO) uses them: per text, F(x) - F(x with token i removed this evaluator's way)
+        for the predicted class, shape (n_tokens,), 0 at special tokens."""
+        encoded = self.model.encode(texts)
+        logits, _ = self.model.forward_encoded(encoded)
+        out = []
+        for e, lg in zip(encoded, logits):
+            t = int(np.argmax(lg))
+            fx = float(target_output(lg, t, self.output))
+            out.append(self._leave_one_out(e, t, fx))
+        return out
+
     def evaluate(self, texts: Sequence[str], explainers: Mapping[str, Explainer], *,
                  progress: Callable[[int], None] | None = None) -> FaithfulnessReport:
         """Evaluate each explainer on ``texts``; texts with no non-special token are skipped."""
-        from .methods import Occlusion
-
         if not explainers:
             raise InputError("give at least one explainer to evaluate")
         for name, ex in explainers.items():
@@ -177,26 +210,24 @@ class FaithfulnessEvaluator:
         if not encoded:
             raise InputError("no text with a token to remove: give non-empty texts")
         kept = [e.text for e in encoded]
-        loo_explainer = Occlusion(self.model, window=1, output=self.output, baseline="pad")
-        t0 = time.perf_counter()
-        loo = loo_explainer.attributions(kept)
-        loo_seconds = (time.perf_counter() - t0) / len(kept)
+        # leave-one-out follows the removal: each token deleted, or replaced by [PAD] / [MASK] (then it is occlusion
+        # with window 1 and that baseline)
+        logits, _ = self.model.forward_encoded(encoded)
+        targets = [int(np.argmax(lg)) for lg in logits]
+        fxs = [float(target_output(lg, t, self.output)) for lg, t in zip(logits, targets)]
+        loo_scores = [self._leave_one_out(e, t, fx) for e, t, fx in zip(encoded, targets, fxs)]
         seeds = np.random.default_rng(self.random_state).integers(0, 2**63 - 1, size=len(kept))
         per_method: dict[str, list[dict[str, Any]]] = {name: [] for name in explainers}
         rand: list[dict[str, Any]] = []
         timing: dict[str, float] = {}
         attributions = {}
         for name, ex in explainers.items():
-            if type(ex) is Occlusion and ex.settings() == loo_explainer.settings():  # the same run: reuse it
-                attributions[name], timing[name] = loo, loo_seconds
-                continue
             t0 = time.perf_counter()
             attributions[name] = ex.attributions(kept)
             timing[name] = (time.perf_counter() - t0) / len(kept)
         for i, enc in enumerate(encoded):
             pos = np.flatnonzero(~enc.special)
-            target = loo[i].target.index
-            fx = loo[i].output_value
+            target, fx = targets[i], fxs[i]
             rankings = []
             for name in explainers:
                 scores = attributions[name][i].scores[pos]
@@ -204,7 +235,7 @@ class FaithfulnessEvaluator:
             rankings.append(np.random.default_rng(int(seeds[i])).permutation(pos))
             res = self._evaluate_rankings(enc, target, fx, rankings)
             for name, r in zip(explainers, res):
-                r["tau"] = kendall_tau(attributions[name][i].scores[pos], loo[i].scores[pos])
+                r["tau"] = kendall_tau(attributions[name][i].scores[pos], loo_scores[i][pos])
                 per_method[name].append(r)
             rand.append(res[-1])
             if progress:
@@ -224,8 +255,31 @@ class FaithfulnessEvaluator:
             methods=tuple(summarise(n, per_method[n], timing[n], True) for n in explainers),
             random=summarise("random", rand, None, False),
             settings={"random_state": self.random_state, "n_texts": len(kept), "skipped": len(texts) - len(kept),
-                      "explainers": {n: ex.settings() for n, ex in explainers.items()}},
+                      "explainers": {n: ex.settings() for n, ex in explainers.items()},
+                      "definitions": definitions(self.removal)},
         )
+
+
+def definitions(removal: str) -> dict[str, str]:
+    """What each measure is, in words, for the JSON report (ferret's names where they differ)."""
+    how = {"delete": "deleted (the sequence gets shorter)", "pad": "replaced by the pad token",
+           "mask": "replaced by the mask token"}[removal]
+    return {
+        "removal": f"removed tokens are {how}; special tokens are never removed",
+        "ranking": "every non-special token is ranked by its score, highest first (negative scores included)",
+        "k": "k = ceil(f * n) for each fraction f, n = the text's non-special tokens, at least 1; ks may repeat on "
+             "short texts (each counts)",
+        "comprehensiveness": "F(x) - F(x without its top-k tokens), per fraction; the area is its mean over the "
+                             "fractions (ferret's aopc_compr is this area, with its own k and rationales)",
+        "sufficiency": "F(x) - F(x with only its top-k tokens), per fraction; the area is its mean over the fractions "
+                       "(ferret's aopc_suff is this area, with its own k and rationales)",
+        "aopc": "one token at a time: mean over k = 0..n of F(x) - F(x without its k most relevant tokens) (the k = 0 "
+                "term is 0); not ferret's aopc_compr",
+        "tau_loo": "Kendall's tau-b between the scores and leave-one-out, F(x) - F(x without token i), with tokens "
+                   f"{how}",
+        "ferret": "ferret by default ranks only the tokens with positive scores, takes k = int(f * n) and drops "
+                  "repeated ks, so its numbers differ from these on the same texts",
+    }
 
 
 def evaluate_with_progress(evaluator: FaithfulnessEvaluator, texts: Sequence[str], explainers: Mapping[str, Explainer],

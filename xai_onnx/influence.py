@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
+from .io import split_lines
 from .labels import label_indices
 from .model import Model, softmax
 
@@ -148,7 +149,8 @@ class InfluenceIndex:
             meta = json.loads((d / "meta.json").read_text(encoding="utf-8"))
             with np.load(d / "index.npz", allow_pickle=False) as z:
                 feats, res, y = z["features"], z["residuals"], z["labels"]
-            texts = [json.loads(ln)["text"] for ln in (d / "texts.jsonl").read_text(encoding="utf-8").splitlines()]
+            # split on "\n" only: a text may hold U+2028, U+2029, U+0085 or a form feed, which splitlines() splits on
+            texts = [json.loads(ln)["text"] for ln in split_lines((d / "texts.jsonl").read_text(encoding="utf-8"))]
         except (OSError, ValueError, KeyError) as exc:
             raise InputError(f"cannot load the influence index in {d} ({exc}): fit it again") from exc
         if meta.get("format") != INDEX_FORMAT or meta.get("labels") != list(model.labels) or \

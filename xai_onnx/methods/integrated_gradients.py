@@ -13,6 +13,22 @@ from ..registry import Option, register
 from .base import BASELINE, OUTPUT, Computed, Explainer, Item, batch_option
 
 INITIAL_NODES = 5  # adaptive mode's first round: alpha = 0, 1/4, 1/2, 3/4, 1
+#: a result warns when |convergence delta| exceeds this fraction of |F(x) - F(baseline)| (and DELTA_WARN_FLOOR)
+DELTA_WARN_FRACTION = 0.05
+#: ... and this absolute value: below it the delta is float32 rounding, whatever the gap
+DELTA_WARN_FLOOR = 1e-5
+
+
+def delta_warnings(delta: float, output_value: float, baseline_value: float) -> tuple[str, ...]:
+    """A warning when the convergence delta is large against ``F(x) - F(baseline)``: the scores do not add up to the
+    change they explain (too few steps, a sharp integrand, or an int8 graph), so they are not to be trusted as is."""
+    gap = abs(output_value - baseline_value)
+    if abs(delta) <= DELTA_WARN_FRACTION * gap or abs(delta) <= DELTA_WARN_FLOOR:
+        return ()
+    share = f"{abs(delta) / gap:.0%} of" if gap > 0 else "while"
+    return (f"convergence delta {delta:+.2e} is {share} |F(x) - F(baseline)| = {gap:.2e} (warning above "
+            f"{DELTA_WARN_FRACTION:.0%}): the scores do not add up to the change they explain; use more --steps, "
+            "--adaptive, or the float32 graph",)
 
 
 MAX_STEPS = 1024  # a bound on one text's gradient evaluations whatever the caller asks (Gauss-Legendre nodes cost O(n^3) to build)
@@ -97,7 +113,8 @@ class IntegratedGradients(Explainer):
         for it, (_, integrand) in zip(items, self._gradients_at([(it, alphas) for it in items])):
             scores = step_sizes @ integrand
             assert it.baseline_value is not None
-            out.append(Computed(scores, float(scores.sum() - (it.output_value - it.baseline_value))))
+            delta = float(scores.sum() - (it.output_value - it.baseline_value))
+            out.append(Computed(scores, delta, warnings=delta_warnings(delta, it.output_value, it.baseline_value)))
         return out
 
     def _adaptive(self, items: list[Item]) -> list[Computed]:
@@ -137,8 +154,9 @@ class IntegratedGradients(Explainer):
                 refine = [p for p, e in zip(panels[i], errors) if e >= self.refine_fraction * errors.max() and e > 0]
                 if converged or not refine or len(vals) + 2 * len(refine) > self.max_steps:
                     scores = np.sum([s for s, _ in local], axis=0)
-                    done[i] = Computed(scores, float(scores.sum() - (it.output_value - it.baseline_value)),
-                                       {"steps_used": len(vals), "converged": converged})
+                    delta = float(scores.sum() - (it.output_value - it.baseline_value))
+                    done[i] = Computed(scores, delta, {"steps_used": len(vals), "converged": converged},
+                                       delta_warnings(delta, it.output_value, it.baseline_value))
                     continue
                 split = set(refine)
                 panels[i] = [q for a, b in panels[i]
