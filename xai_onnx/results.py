@@ -80,6 +80,7 @@ class Attribution:
     segments: tuple[int | None, ...] | None = None
     #: similarity: per side explained (segment 0, then 1), F(baseline of that side, other side) and the delta
     sides: tuple[dict[str, Any], ...] | None = None
+    granularity: str = "token"  # "word": tokens, offsets and scores are per word, special tokens dropped
 
     @property
     def label(self) -> str:
@@ -131,6 +132,7 @@ class Attribution:
             "settings": dict(self.settings),
             "truncated": self.truncated,
             "warnings": list(self.warnings),
+            "granularity": self.granularity,
         }
 
 
