@@ -101,6 +101,8 @@ class Perturber:
         enc = feats.encoded
         masks = np.asarray(masks, dtype=bool)
         n = masks.shape[0]
+        if n == 0:
+            return [], np.zeros(0, dtype=np.int64)
         absent = (~masks).astype(np.float64) @ feats.token_matrix() > 0  # (n, seq): tokens removed in each row
         if self.masking != "delete":
             if self.masking == "zero":

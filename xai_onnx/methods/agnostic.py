@@ -1,0 +1,88 @@
+"""What the model-agnostic methods (LIME, KernelSHAP, Partition SHAP) share: features, masking, options, results.
+
+They need forward passes only, so they run on forward-only bundles too. Features are words by default (a word's
+pieces are never split), or tokens; special tokens are never features and are always kept.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any
+
+import numpy as np
+
+from ..granularity import to_words
+from ..model import Model
+from ..perturbation import GRANULARITIES, MASKINGS, Features, Perturber, features_of
+from ..registry import Option
+from ..results import Attribution
+from .base import OUTPUT, Computed, Explainer, Item, batch_option
+
+MASKING = Option("baseline", str, "pad", "what a masked feature's tokens become: pad, mask or unk (that token, attention "
+                 "kept), zero (a zero embedding) or delete (removed: the row gets shorter)", choices=MASKINGS)
+GRANULARITY = Option("granularity", str, "word", "features and results per word (word pieces merged) or per token",
+                     choices=GRANULARITIES)
+RANDOM_STATE = Option("random_state", int, 0, "seed of the sampling: the same seed gives the same scores",
+                      minimum=0, maximum=2**63 - 1)
+
+
+def samples_option(default: int, help_text: str) -> Option:
+    return Option("samples", int, default, help_text, minimum=1, maximum=1 << 24)
+
+
+def spawn_rngs(random_state: int, n: int) -> list[np.random.Generator]:
+    """One generator per text of a call, independent of the other texts in it (so batching changes nothing)."""
+    return [np.random.default_rng([random_state, i]) for i in range(n)]
+
+
+class PerturbationExplainer(Explainer):
+    """Base class of the methods that explain by evaluating F on masked copies of the text.
+
+    Subclasses implement :meth:`attribute`, which returns per-feature scores; results hold them per token (token
+    granularity) or per word (word granularity, ``Attribution.granularity == "word"``).
+    """
+
+    needs_gradient = False
+
+    def __init__(self, model: Model, *, samples: int, random_state: int, granularity: str, baseline: str,
+                 output: str, batch_size: int | None):
+        masking = MASKING.parse(baseline, method=self.name)
+        # the base class knows replacement baselines only; deletion builds no baseline embedding
+        super().__init__(model, baseline="pad" if masking in ("delete", "zero") else masking, output=output,
+                         batch_size=batch_size)
+        self.baseline = masking
+        self.samples = self._parse("samples", samples)
+        self.random_state = self._parse("random_state", random_state)
+        self.granularity = self._parse("granularity", granularity)
+        self.perturber = Perturber(model, masking, self.batch_size)
+
+    def baseline_embeds(self, enc: Any, x: np.ndarray) -> np.ndarray:
+        return x  # unused: masked rows are built from token ids by the Perturber
+
+    def compute(self, items: list[Item]) -> list[Computed]:
+        feats = [features_of(it.encoded, self.granularity) for it in items]
+        return self.attribute(items, feats, spawn_rngs(self.random_state, len(items)))
+
+    @abstractmethod
+    def attribute(self, items: list[Item], feats: list[Features], rngs: list[np.random.Generator]) -> list[Computed]:
+        """Per item, Computed whose scores are per feature (n_features,)."""
+
+    def values(self, items: list[Item], feats: list[Features], masks: list[np.ndarray]) -> list[np.ndarray]:
+        """F (n,) of each item's masked rows (masks: (n, n_features) booleans, True = present), one batched run."""
+        return self.perturber.values(list(zip(feats, masks)),
+                                     [lambda lg, t=it.target: self.objective(lg, t) for it in items])
+
+    def _result(self, item: Item, c: Computed) -> Attribution:
+        feats = features_of(item.encoded, self.granularity)
+        token_scores = np.zeros(len(item.encoded))
+        if self.granularity == "token":
+            for pos, s in zip(feats.positions, c.scores):
+                token_scores[pos] = s
+        attr = super()._result(item, Computed(token_scores, c.convergence_delta, c.settings))
+        if self.granularity == "word":
+            attr = to_words(attr, groups=[p.tolist() for p in feats.positions], word_scores=c.scores)
+        return attr
+
+    @staticmethod
+    def common_options(samples: Option) -> tuple[Option, ...]:
+        return (samples, RANDOM_STATE, GRANULARITY, MASKING, OUTPUT, batch_option())
