@@ -6,6 +6,7 @@ pieces are never split), or tokens; special tokens are never features and are al
 
 from __future__ import annotations
 
+import zlib
 from abc import abstractmethod
 from typing import Any
 
@@ -30,9 +31,10 @@ def samples_option(default: int, help_text: str) -> Option:
     return Option("samples", int, default, help_text, minimum=1, maximum=1 << 24)
 
 
-def spawn_rngs(random_state: int, n: int) -> list[np.random.Generator]:
-    """One generator per text of a call, independent of the other texts in it (so batching changes nothing)."""
-    return [np.random.default_rng([random_state, i]) for i in range(n)]
+def item_rng(random_state: int, item: Item) -> np.random.Generator:
+    """The generator of one (text, target): seeded by the seed, the text and the target, so that a text's scores do
+    not depend on the other texts of the call, their order or the chunking."""
+    return np.random.default_rng([random_state, zlib.crc32(item.encoded.text.encode("utf-8")), item.target])
 
 
 class PerturbationExplainer(Explainer):
@@ -61,7 +63,7 @@ class PerturbationExplainer(Explainer):
 
     def compute(self, items: list[Item]) -> list[Computed]:
         feats = [features_of(it.encoded, self.granularity) for it in items]
-        return self.attribute(items, feats, spawn_rngs(self.random_state, len(items)))
+        return self.attribute(items, feats, [item_rng(self.random_state, it) for it in items])
 
     @abstractmethod
     def attribute(self, items: list[Item], feats: list[Features], rngs: list[np.random.Generator]) -> list[Computed]:
@@ -69,8 +71,8 @@ class PerturbationExplainer(Explainer):
 
     def values(self, items: list[Item], feats: list[Features], masks: list[np.ndarray]) -> list[np.ndarray]:
         """F (n,) of each item's masked rows (masks: (n, n_features) booleans, True = present), one batched run."""
-        return self.perturber.values(list(zip(feats, masks)),
-                                     [lambda lg, t=it.target: self.objective(lg, t) for it in items])
+        logits = self.perturber.logits(list(zip(feats, masks)))
+        return [np.asarray(self.objective(lg, it.target), dtype=np.float64) for it, lg in zip(items, logits)]
 
     def _result(self, item: Item, c: Computed) -> Attribution:
         feats = features_of(item.encoded, self.granularity)

@@ -151,7 +151,7 @@ class PartitionShap(PerturbationExplainer):
             states.append(_State(tree, rng, self.samples, dvalues=np.zeros(tree.M + len(tree.children))))
         # F with every feature masked, for every text at once
         empty = self.values(items, feats, [np.zeros((1, len(f)), dtype=bool) for f in feats])
-        for st, it, f, v in zip(states, items, feats, empty):
+        for st, it, v in zip(states, items, empty):
             M = st.tree.M
             if M == 0:
                 st.done = True
