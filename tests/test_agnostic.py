@@ -294,3 +294,38 @@ def test_to_words_sums_or_takes_the_norm(model):
     np.testing.assert_allclose(w.scores, [r.scores[1], r.scores[2], r.scores[3] + r.scores[4]])
     n = to_words(r, merge="norm")
     assert n.scores[2] == pytest.approx(np.hypot(r.scores[3], r.scores[4]))
+
+
+# ---- word granularity for every method -------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["ig", "grad_x_input", "occlusion", "fd", "saliency"])
+def test_every_method_gives_words_merging_its_tokens(model, name):
+    from xai_onnx.registry import get_method
+
+    cls = get_method(name)
+    texts = ["the movie good.", "very dull, not fun"]
+    tokens = cls(model).explain(texts)
+    words = cls(model, granularity="word").explain(texts)
+    for t, w in zip(tokens, words):
+        assert w.granularity == "word" and t.granularity == "token"
+        groups = word_groups(model.encode([t.text])[0])
+        assert w.tokens == tuple(t.text[t.offsets[g[0]][0]:t.offsets[g[-1]][1]] for g in groups)
+        merged = [np.linalg.norm(t.scores[g]) if name == "saliency" else t.scores[g].sum() for g in groups]
+        np.testing.assert_allclose(w.scores, merged, rtol=1e-12, atol=1e-12)
+        assert w.convergence_delta == t.convergence_delta
+        assert w.settings["granularity"] == "word"
+
+
+def test_word_results_render_and_print_words(model, handmade, capsys):
+    from xai_onnx.cli import main
+    from xai_onnx.html import render
+
+    r = Lime(model, samples=30).explain(["the movie good."])[0]
+    page = render([r])
+    assert ">good.</span>" in page and ">[CLS]<" not in page
+    assert main(["explain", str(handmade[0]), "--text", "the movie good.", "--method", "kernel_shap", "--samples", "50",
+                 "--granularity", "word", "--baseline", "delete", "--random-state", "3"]) == 0
+    out = json.loads(capsys.readouterr().out)["results"][0]
+    assert out["granularity"] == "word" and out["tokens"] == ["the", "movie", "good."]
+    assert out["settings"]["samples"] == 50 and out["settings"]["baseline"] == "delete"
+    assert main(["explain", str(handmade[0]), "--text", "good", "--method", "occlusion", "--granularity", "word"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["tokens"] == ["good"]

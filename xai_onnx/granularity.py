@@ -46,6 +46,9 @@ def to_words(attr: Attribution, *, merge: str = "sum", groups: Sequence[Sequence
         raise ValueError(f"merge must be one of {MERGES}, got {merge!r}")
     groups = [list(g) for g in (groups if groups is not None else word_groups_from_offsets(attr.offsets))]
     spans = tuple((attr.offsets[g[0]][0], attr.offsets[g[-1]][1]) for g in groups)
+    segments = None if attr.segments is None else tuple(attr.segments[g[0]] for g in groups)
+    texts = tuple((attr.text_pair if segments is not None and segments[k] == 1 and attr.text_pair is not None
+                   else attr.text)[a:b] for k, (a, b) in enumerate(spans))  # offsets are into the token's own text
     if word_scores is None:
         s = np.asarray(attr.scores, dtype=np.float64)
         word_scores = np.array([float(np.linalg.norm(s[g])) if merge == "norm" else float(s[g].sum()) for g in groups])
@@ -53,5 +56,5 @@ def to_words(attr: Attribution, *, merge: str = "sum", groups: Sequence[Sequence
         word_scores = np.asarray(word_scores, dtype=np.float64)
         if word_scores.shape != (len(groups),):
             raise ValueError(f"word_scores has shape {word_scores.shape}, expected ({len(groups)},)")
-    return dataclasses.replace(attr, tokens=tuple(attr.text[a:b] for a, b in spans), offsets=spans,
-                               scores=word_scores, granularity="word")
+    return dataclasses.replace(attr, tokens=texts, offsets=spans, scores=word_scores, segments=segments,
+                               granularity="word")

@@ -40,7 +40,14 @@ class Features:
 
     @property
     def texts(self) -> tuple[str, ...]:
-        return tuple(self.encoded.text[a:b] for a, b in self.spans)
+        return tuple(self.text(k) for k in range(len(self)))
+
+    def text(self, k: int) -> str:
+        """Feature k's text (offsets are into the text its tokens came from: the first text or the pair's second)."""
+        e = self.encoded
+        second = e.text_pair is not None and int(e.segment_ids()[self.positions[k][0]]) == 1
+        a, b = self.spans[k]
+        return (e.text_pair if second and e.text_pair is not None else e.text)[a:b]
 
     def token_matrix(self) -> np.ndarray:
         """ndarray of shape (n_features, n_tokens), 1.0 where a feature covers a token."""
@@ -55,11 +62,12 @@ def word_groups(enc: Encoded) -> list[list[int]]:
     between them) and that share a segment. A word piece is never split from its word."""
     groups: list[list[int]] = []
     prev_end, prev_type = -1, -1
+    segments = enc.segment_ids()
     for i, ((a, b), special) in enumerate(zip(enc.offsets, enc.special)):
         if special:
             prev_end = -1
             continue
-        t = int(enc.type_ids[i])
+        t = int(segments[i])
         if groups and a == prev_end and t == prev_type and a != b:
             groups[-1].append(i)
         else:
@@ -128,26 +136,31 @@ class Perturber:
             order.extend(rows)
         return groups, np.asarray(order, dtype=np.int64)
 
-    def logits(self, requests: Sequence[tuple[Features, np.ndarray]]) -> list[np.ndarray]:
-        """Logits (n_masks, labels) for each (features, masks) request, in one batched run."""
+    def outputs(self, requests: Sequence[tuple[Features, np.ndarray]]) -> list[dict[str, np.ndarray] | None]:
+        """The forward graph's outputs (``logits``, ``features``; rows in mask order) for each (features, masks)
+        request, all in one batched run; None for a request without masks."""
         all_groups: list[RowGroup] = []
         layout = []
         for feats, masks in requests:
             gs, order = self.groups(feats, masks)
-            layout.append((len(all_groups), len(gs), order, masks.shape[0]))
+            layout.append((len(all_groups), len(gs), order))
             all_groups.extend(gs)
         outs = self.model.run(all_groups, gradient=False, batch_size=self.batch_size) if all_groups else []
-        n_labels = len(self.model.labels)
-        results = []
-        for start, count, order, n in layout:
-            out = np.zeros((n, n_labels), dtype=np.float64)
-            if count:
-                stacked = np.concatenate([outs[start + k]["logits"] for k in range(count)]).astype(np.float64)
-                out[order] = stacked
-            results.append(out)
+        results: list[dict[str, np.ndarray] | None] = []
+        for start, count, order in layout:
+            if not count:
+                results.append(None)
+                continue
+            merged = {}
+            for key in outs[start]:
+                stacked = np.concatenate([outs[start + k][key] for k in range(count)])
+                merged[key] = np.empty_like(stacked)
+                merged[key][order] = stacked
+            results.append(merged)
         return results
 
     def values(self, requests: Sequence[tuple[Features, np.ndarray]],
-               objectives: Sequence[Callable[[np.ndarray], np.ndarray]]) -> list[np.ndarray]:
-        """F (n_masks,) for each request, F given per request as a function of logits (n, labels)."""
-        return [f(lg) for f, lg in zip(objectives, self.logits(requests))]
+               objectives: Sequence[Callable[[dict[str, np.ndarray]], np.ndarray]]) -> list[np.ndarray]:
+        """F (n_masks,) for each request, F given per request as a function of the graph's outputs."""
+        return [np.zeros(0) if out is None else np.asarray(f(out), dtype=np.float64)
+                for f, out in zip(objectives, self.outputs(requests))]

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..granularity import to_words
+from ..errors import InputError
 from ..model import Model
 from ..perturbation import GRANULARITIES, MASKINGS, Features, Perturber, features_of
 from ..registry import Option
@@ -21,8 +21,8 @@ from .base import OUTPUT, Computed, Explainer, Item, batch_option
 
 MASKING = Option("baseline", str, "pad", "what a masked feature's tokens become: pad, mask or unk (that token, attention "
                  "kept), zero (a zero embedding) or delete (removed: the row gets shorter)", choices=MASKINGS)
-GRANULARITY = Option("granularity", str, "word", "features and results per word (word pieces merged) or per token",
-                     choices=GRANULARITIES)
+GRANULARITY = Option("granularity", str, None, "features and results per word (word pieces merged) or per token; "
+                     "default: word (token for token classification)", choices=GRANULARITIES)
 RANDOM_STATE = Option("random_state", int, 0, "seed of the sampling: the same seed gives the same scores",
                       minimum=0, maximum=2**63 - 1)
 
@@ -46,16 +46,21 @@ class PerturbationExplainer(Explainer):
 
     needs_gradient = False
 
-    def __init__(self, model: Model, *, samples: int, random_state: int, granularity: str, baseline: str,
-                 output: str, batch_size: int | None):
+    def __init__(self, model: Model, *, samples: int, random_state: int, granularity: str | None, baseline: str,
+                 output: str | None, batch_size: int | None):
         masking = MASKING.parse(baseline, method=self.name)
+        token_task = model.manifest.task == "token-classification"
+        if token_task and masking == "delete":
+            raise InputError("baseline 'delete' shifts the explained positions of a token classifier: use pad, mask, "
+                             "unk or zero")
+        if granularity is None:
+            granularity = "token" if token_task else "word"
         # the base class knows replacement baselines only; deletion builds no baseline embedding
         super().__init__(model, baseline="pad" if masking in ("delete", "zero") else masking, output=output,
-                         batch_size=batch_size)
+                         batch_size=batch_size, granularity=granularity)
         self.baseline = masking
         self.samples = self._parse("samples", samples)
         self.random_state = self._parse("random_state", random_state)
-        self.granularity = self._parse("granularity", granularity)
         self.perturber = Perturber(model, masking, self.batch_size)
 
     def baseline_embeds(self, enc: Any, x: np.ndarray) -> np.ndarray:
@@ -71,19 +76,16 @@ class PerturbationExplainer(Explainer):
 
     def values(self, items: list[Item], feats: list[Features], masks: list[np.ndarray]) -> list[np.ndarray]:
         """F (n,) of each item's masked rows (masks: (n, n_features) booleans, True = present), one batched run."""
-        logits = self.perturber.logits(list(zip(feats, masks)))
-        return [np.asarray(self.objective(lg, it.target), dtype=np.float64) for it, lg in zip(items, logits)]
+        return self.perturber.values(list(zip(feats, masks)), [it.value for it in items])
 
     def _result(self, item: Item, c: Computed) -> Attribution:
+        # a feature's score goes to its first token (the others get 0): the base class's word merge sums a word's
+        # tokens, which gives it back exactly
         feats = features_of(item.encoded, self.granularity)
         token_scores = np.zeros(len(item.encoded))
-        if self.granularity == "token":
-            for pos, s in zip(feats.positions, c.scores):
-                token_scores[pos] = s
-        attr = super()._result(item, Computed(token_scores, c.convergence_delta, c.settings))
-        if self.granularity == "word":
-            attr = to_words(attr, groups=[p.tolist() for p in feats.positions], word_scores=c.scores)
-        return attr
+        for pos, s in zip(feats.positions, c.scores):
+            token_scores[pos[0]] = s
+        return super()._result(item, Computed(token_scores, c.convergence_delta, c.settings))
 
     @staticmethod
     def common_options(samples: Option) -> tuple[Option, ...]:

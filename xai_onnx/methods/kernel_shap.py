@@ -170,8 +170,8 @@ class KernelShap(PerturbationExplainer):
     options = PerturbationExplainer.common_options(
         samples_option(1000, "forward evaluations per text (LIME: samples; SHAP: evaluation budget)"))
 
-    def __init__(self, model: Model, *, samples: int = 1000, random_state: int = 0, granularity: str = "word",
-                 baseline: str = "pad", output: str = "prob", batch_size: int | None = None):
+    def __init__(self, model: Model, *, samples: int = 1000, random_state: int = 0, granularity: str | None = None,
+                 baseline: str = "pad", output: str | None = None, batch_size: int | None = None):
         super().__init__(model, samples=samples, random_state=random_state, granularity=granularity,
                          baseline=baseline, output=output, batch_size=batch_size)
 

@@ -76,8 +76,8 @@ class Lime(PerturbationExplainer):
         Option("alpha", float, 1.0, "LIME ridge regularisation (0: weighted least squares)", minimum=0.0,
                maximum=1e12, field="ridge_alpha"))
 
-    def __init__(self, model: Model, *, samples: int = 1000, random_state: int = 0, granularity: str = "word",
-                 baseline: str = "pad", output: str = "prob", batch_size: int | None = None,
+    def __init__(self, model: Model, *, samples: int = 1000, random_state: int = 0, granularity: str | None = None,
+                 baseline: str = "pad", output: str | None = None, batch_size: int | None = None,
                  kernel_width: float = 0.25, alpha: float = 1.0):
         super().__init__(model, samples=samples, random_state=random_state, granularity=granularity,
                          baseline=baseline, output=output, batch_size=batch_size)

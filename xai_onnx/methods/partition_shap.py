@@ -50,10 +50,11 @@ def boundary_strengths(feats: Features) -> np.ndarray:
     enc = feats.encoded
     M = len(feats)
     out = np.zeros(M, dtype=np.int64)
+    segments = enc.segment_ids()
     for k in range(1, M):
         a, b = feats.positions[k - 1][-1], feats.positions[k][0]
-        prev_text = enc.text[feats.spans[k - 1][0]:feats.spans[k - 1][1]]
-        if enc.type_ids[a] != enc.type_ids[b] or enc.special[a:b].any():
+        prev_text = feats.text(k - 1)
+        if segments[a] != segments[b] or enc.special[a:b].any():
             out[k] = 3
         elif prev_text and prev_text[-1] in PUNCTUATION:
             out[k] = 2
@@ -139,8 +140,8 @@ class PartitionShap(PerturbationExplainer):
     options = PerturbationExplainer.common_options(
         samples_option(500, "forward evaluations per text (LIME: samples; SHAP: evaluation budget)"))
 
-    def __init__(self, model: Model, *, samples: int = 500, random_state: int = 0, granularity: str = "word",
-                 baseline: str = "pad", output: str = "prob", batch_size: int | None = None):
+    def __init__(self, model: Model, *, samples: int = 500, random_state: int = 0, granularity: str | None = None,
+                 baseline: str = "pad", output: str | None = None, batch_size: int | None = None):
         super().__init__(model, samples=samples, random_state=random_state, granularity=granularity,
                          baseline=baseline, output=output, batch_size=batch_size)
 
