@@ -329,3 +329,21 @@ def test_word_results_render_and_print_words(model, handmade, capsys):
     assert out["settings"]["samples"] == 50 and out["settings"]["baseline"] == "delete"
     assert main(["explain", str(handmade[0]), "--text", "good", "--method", "occlusion", "--granularity", "word"]) == 0
     assert json.loads(capsys.readouterr().out)["results"][0]["tokens"] == ["good"]
+
+
+def test_word_level_faithfulness(model):
+    from xai_onnx.evaluation import FaithfulnessEvaluator
+    from xai_onnx.methods import IntegratedGradients
+
+    one_token_words = ["a very dull movie", "not fun the good movie"]
+    ig = IntegratedGradients(model, n_steps=8)
+    tok = FaithfulnessEvaluator(model).evaluate(one_token_words, {"ig": ig})
+    word = FaithfulnessEvaluator(model, granularity="word").evaluate(one_token_words, {"ig": ig})
+    assert word.methods[0].comprehensiveness == pytest.approx(tok.methods[0].comprehensiveness, abs=1e-12)
+    assert word.settings["granularity"] == "word"
+    # a word of two tokens ("good." is good + [UNK]) is ranked and removed whole; word-level explainers are taken as is
+    r = FaithfulnessEvaluator(model, granularity="word").evaluate(
+        ["the movie good.", "very dull, not fun"], {"ig": ig, "kernel_shap": KernelShap(model, samples=64)})
+    assert [m.method for m in r.methods] == ["ig", "kernel_shap"] and r.methods[1].n_texts == 2
+    with pytest.raises(InputError, match="granularity='word'"):
+        FaithfulnessEvaluator(model).evaluate(["the movie good."], {"kernel_shap": KernelShap(model, samples=64)})

@@ -107,10 +107,14 @@ class FaithfulnessEvaluator:
         them by that token). Special tokens are never removed.
     output : F is the target's ``"prob"`` (default) or ``"logit"``; the target is the predicted class.
     random_state : seed of the random reference ranking (one seed a text, drawn up front).
+    granularity : ``"token"`` (default) ranks and removes tokens; ``"word"`` ranks words (token scores merged as
+        each explainer's ``word_merge`` says, or its word scores) and removes all of a word's tokens at once; the
+        fractions are then of the words.
     """
 
     def __init__(self, model: Model, *, fractions: Sequence[float] = DEFAULT_FRACTIONS, removal: str = "delete",
-                 output: str = "prob", random_state: int | None = 0, batch_size: int | None = None):
+                 output: str = "prob", random_state: int | None = 0, batch_size: int | None = None,
+                 granularity: str = "token"):
         if removal not in REMOVALS:
             raise InputError(f"removal must be one of {REMOVALS}, got {removal!r}")
         if output not in ("prob", "logit"):
@@ -120,6 +124,9 @@ class FaithfulnessEvaluator:
             raise InputError(f"fractions must lie in (0, 1], got {fractions}")
         self.model, self.fractions, self.removal, self.output = model, fr, removal, output
         self.random_state, self.batch_size = random_state, batch_size
+        if granularity not in ("token", "word"):
+            raise InputError(f"granularity must be 'token' or 'word', got {granularity!r}")
+        self.granularity = granularity
 
     # ---- F on token subsets ----------------------------------------------------------------------------------------
     def _variants(self, enc: Encoded, removed: list[np.ndarray]) -> list[RowGroup]:
@@ -137,16 +144,24 @@ class FaithfulnessEvaluator:
             ids[r, rm] = fill
         return [RowGroup(self.model.embed(ids), enc.type_ids)]
 
-    def _evaluate_rankings(self, enc: Encoded, target: int, fx: float, rankings: list[np.ndarray]) -> list[dict[str, Any]]:
-        """For each ranking of the non-special positions (most relevant first): the curves and AOPC."""
+    def _evaluate_rankings(self, enc: Encoded, target: int, fx: float, rankings: list[np.ndarray],
+                           units: list[np.ndarray] | None = None) -> list[dict[str, Any]]:
+        """For each ranking of the non-special positions (most relevant first): the curves and AOPC. With
+        ``units`` (the token positions of each word), rankings order the units and a unit is removed whole."""
         n = len(rankings[0])
         ks = [max(1, math.ceil(f * n - 1e-9)) for f in self.fractions] if n else []
         all_pos = np.flatnonzero(~enc.special)
+
+        def tokens(order: np.ndarray) -> np.ndarray:
+            if units is None:
+                return order
+            return np.concatenate([units[u] for u in order]) if len(order) else np.zeros(0, dtype=np.int64)
+
         removed: list[np.ndarray] = []
         for rank in rankings:
-            removed += [rank[:k] for k in ks]  # comprehensiveness
-            removed += [np.setdiff1d(all_pos, rank[:k]) for k in ks]  # sufficiency: keep the top k
-            removed += [rank[:k] for k in range(1, n + 1)]  # AOPC, one token at a time
+            removed += [tokens(rank[:k]) for k in ks]  # comprehensiveness
+            removed += [np.setdiff1d(all_pos, tokens(rank[:k])) for k in ks]  # sufficiency: keep the top k
+            removed += [tokens(rank[:k]) for k in range(1, n + 1)]  # AOPC, one token (word) at a time
         groups = self._variants(enc, removed) if removed else []
         outs = self.model.run(groups, batch_size=self.batch_size) if groups else []
         logits = np.concatenate([o["logits"] for o in outs]) if outs else np.zeros((0, len(self.model.labels)))
@@ -198,13 +213,20 @@ class FaithfulnessEvaluator:
             target = loo[i].target.index
             fx = loo[i].output_value
             rankings = []
+            units = None
+            if self.granularity == "word":
+                from .perturbation import word_groups
+
+                units = [np.asarray(g, dtype=np.int64) for g in word_groups(enc)]
+                pos = np.arange(len(units))  # rankings order the words
+            unit_scores = {name: self._unit_scores(attributions[name][i], ex, enc) for name, ex in explainers.items()}
+            loo_scores = self._unit_scores(loo[i], loo_explainer, enc)
             for name in explainers:
-                scores = attributions[name][i].scores[pos]
-                rankings.append(pos[np.argsort(-scores, kind="stable")])
+                rankings.append(pos[np.argsort(-unit_scores[name], kind="stable")])
             rankings.append(np.random.default_rng(int(seeds[i])).permutation(pos))
-            res = self._evaluate_rankings(enc, target, fx, rankings)
+            res = self._evaluate_rankings(enc, target, fx, rankings, units)
             for name, r in zip(explainers, res):
-                r["tau"] = kendall_tau(attributions[name][i].scores[pos], loo[i].scores[pos])
+                r["tau"] = kendall_tau(unit_scores[name], loo_scores)
                 per_method[name].append(r)
             rand.append(res[-1])
             if progress:
@@ -224,8 +246,23 @@ class FaithfulnessEvaluator:
             methods=tuple(summarise(n, per_method[n], timing[n], True) for n in explainers),
             random=summarise("random", rand, None, False),
             settings={"random_state": self.random_state, "n_texts": len(kept), "skipped": len(texts) - len(kept),
+                      "granularity": self.granularity,
                       "explainers": {n: ex.settings() for n, ex in explainers.items()}},
         )
+
+    def _unit_scores(self, attr: Any, explainer: Explainer, enc: Encoded) -> np.ndarray:
+        """One score per ranked unit: the non-special tokens' scores, or the words' scores."""
+        if self.granularity == "token":
+            if attr.granularity == "word":
+                raise InputError(f"{attr.method} gives word scores: evaluate with granularity='word', or build it with "
+                                 "granularity='token'")
+            return np.asarray(attr.scores)[~enc.special]
+        if attr.granularity == "word":
+            return np.asarray(attr.scores)
+        from .granularity import to_words
+        from .perturbation import word_groups
+
+        return np.asarray(to_words(attr, merge=explainer.word_merge, groups=word_groups(enc)).scores)
 
 
 def evaluate_with_progress(evaluator: FaithfulnessEvaluator, texts: Sequence[str], explainers: Mapping[str, Explainer],
