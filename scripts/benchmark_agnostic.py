@@ -18,7 +18,9 @@ Three parts, one run (shap, lime, torch and transformers are benchmark-only depe
    ``solve_efficient``, exactly what ``KernelShap`` runs) and shap's ``KernelExplainer`` on that same table of
    values, five seeds each: mean absolute error (and relative L2 error) at 512 evaluations, and ours over a budget
    sweep to find the evaluations we need to reach shap's error at 512.
-3. The machine (lscpu model name), versions, settings.
+3. With ``--n-faith N``: faithfulness (``FaithfulnessEvaluator``, deletion, probability of the predicted class) of
+   IG, occlusion and the three methods at their default budgets, at word and at token level, on the first N texts.
+4. The machine (lscpu model name), versions, settings.
 """
 
 from __future__ import annotations
@@ -268,6 +270,25 @@ def kernel_accuracy(bundle: str, texts: list[str], n: int, threads: int) -> dict
     }
 
 
+# ---- part 3: faithfulness, word and token level --------------------------------------------------------------------
+def faithfulness(bundle: str, texts: list[str], threads: int) -> dict[str, Any]:
+    from xai_onnx import Model
+    from xai_onnx.evaluation import FaithfulnessEvaluator
+    from xai_onnx.methods import IntegratedGradients, KernelShap, Lime, Occlusion, PartitionShap
+
+    model = Model(bundle, threads=threads)
+    out = {}
+    for granularity in ("word", "token"):
+        explainers = {"ig": IntegratedGradients(model), "occlusion": Occlusion(model),
+                      "lime": Lime(model, granularity=granularity),
+                      "kernel_shap": KernelShap(model, granularity=granularity),
+                      "partition_shap": PartitionShap(model, granularity=granularity)}
+        report = FaithfulnessEvaluator(model, granularity=granularity).evaluate(texts, explainers)
+        print(report.table(), flush=True)
+        out[granularity] = report.to_dict()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("bundle")
@@ -275,6 +296,8 @@ def main() -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--n-speed", type=int, default=10)
     ap.add_argument("--n-exact", type=int, default=10)
+    ap.add_argument("--n-faith", type=int, default=0, help="texts for the faithfulness tables (0: skip)")
+    ap.add_argument("--faith-threads", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -294,6 +317,9 @@ def main() -> None:
     ka = result["kernel_accuracy"]
     print(json.dumps({k: ka[k] for k in ("mean_abs_error", "ours_evaluations_to_reach_shap_l1_false_at_512",
                                          "explainer_vs_table_max_abs_diff")}, indent=1))
+    if args.n_faith:
+        print("part 3: faithfulness", flush=True)
+        result["faithfulness"] = faithfulness(args.bundle, texts[:args.n_faith], args.faith_threads)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")

@@ -347,3 +347,23 @@ def test_word_level_faithfulness(model):
     assert [m.method for m in r.methods] == ["ig", "kernel_shap"] and r.methods[1].n_texts == 2
     with pytest.raises(InputError, match="granularity='word'"):
         FaithfulnessEvaluator(model).evaluate(["the movie good."], {"kernel_shap": KernelShap(model, samples=64)})
+
+
+def test_sentence_pairs_words_come_from_their_own_text(tmp_path):
+    from handmade import _tokenizer, build
+    from tokenizers import processors
+
+    build(tmp_path)
+    tok = _tokenizer()
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+                                                       special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    (tmp_path / "tokenizer.json").write_text(tok.to_str(), encoding="utf-8")
+    model = Model(tmp_path)
+    pair = [("the movie good.", "very dull, not fun")]
+    for ex in (KernelShap(model, samples=2000), PartitionShap(model, samples=2000), Lime(model, samples=100)):
+        r = ex.explain(pair)[0]
+        assert r.tokens == ("the", "movie", "good.", "very", "dull,", "not", "fun")
+        assert r.segments == (0, 0, 0, 1, 1, 1, 1)
+    r = KernelShap(model, samples=2000, baseline="delete", granularity="token").explain(pair)[0]
+    assert r.settings["exact"] and abs(r.convergence_delta) < 1e-9
+    assert r.scores[r.tokens.index("[SEP]")] == 0.0
