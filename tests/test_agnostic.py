@@ -367,3 +367,32 @@ def test_sentence_pairs_words_come_from_their_own_text(tmp_path):
     r = KernelShap(model, samples=2000, baseline="delete", granularity="token").explain(pair)[0]
     assert r.settings["exact"] and abs(r.convergence_delta) < 1e-9
     assert r.scores[r.tokens.index("[SEP]")] == 0.0
+
+
+def test_int8_forward_graph_for_forward_only_methods(tmp_path):
+    pytest.importorskip("onnxruntime.quantization")
+    import dataclasses
+
+    from handmade import build
+    from xai_onnx_exporters.quantize import forward_int8_fidelity, quantize_gradient
+
+    from xai_onnx.manifest import Manifest
+
+    build(tmp_path, gradient=False, dim=16)
+    quantize_gradient(tmp_path, "forward.onnx", "forward.int8.onnx")
+    m = Manifest.load(tmp_path)
+    fidelity = forward_int8_fidelity(tmp_path, "forward.onnx", "forward.int8.onnx", np.load(tmp_path / "embeddings.npy"),
+                                     False, 16)
+    dataclasses.replace(m, forward_int8=dataclasses.replace(m.forward, file="forward.int8.onnx"),
+                        validation={"int8_forward": fidelity}).save(tmp_path)
+    f32, i8 = Model(tmp_path), Model(tmp_path, precision="int8")
+    assert i8.forward_spec.file == "forward.int8.onnx" and f32.forward_spec.file == "forward.onnx"
+    assert 0.0 < fidelity["max_abs_probability_difference"] < 0.05 and fidelity["argmax_agreement"] >= 0.9
+    texts = ["a very dull movie not fun at all the good", "the movie good."]
+    a = KernelShap(f32, samples=1023).explain(texts)
+    b = KernelShap(i8, samples=1023).explain(texts)
+    for x, y in zip(a, b):
+        assert y.settings["precision"] == "int8" and "precision" not in x.settings
+        assert not np.array_equal(x.scores, y.scores)  # another graph ran
+        np.testing.assert_allclose(y.scores, x.scores, atol=0.05 * np.abs(x.scores).max())
+        assert abs(y.convergence_delta) < 1e-9  # efficiency holds whatever the graph

@@ -149,7 +149,9 @@ class Explainer(ABC):
 
     def run_settings(self) -> dict[str, Any]:
         """What a result records besides :meth:`settings`: the model's precision where it is not float32."""
-        return {"precision": self.model.precision} if self.needs_gradient and self.model.precision != "float32" else {}
+        m = self.model
+        int8 = m.precision != "float32" and (self.needs_gradient or m.forward_spec is not m.manifest.forward)
+        return {"precision": m.precision} if int8 else {}
 
     def evaluations(self, n_tokens: int) -> int:
         """Gradient or forward rows that explaining one text of ``n_tokens`` tokens for one target costs (the work
