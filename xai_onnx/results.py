@@ -55,7 +55,9 @@ class Prediction:
 class Attribution:
     """One text's explanation for one target.
 
-    scores : ndarray of shape (n_tokens,), one per token, special tokens included.
+    scores : ndarray of shape (n_tokens,), one per token, special tokens included; with ``granularity == "word"``
+        one per word (``tokens`` and ``offsets`` are then the words' texts and character spans, special tokens
+        dropped).
     convergence_delta : for Integrated Gradients ``sum(scores) - (F(x) - F(baseline))``, else None.
     output_value, baseline_value : F(x) and F(baseline), the target's probability (or logit with output="logit").
     """

@@ -57,9 +57,8 @@ def exact_shapley(values: np.ndarray, M: int) -> np.ndarray:
 def _draw(M: int, s: int, n: int, rng: np.random.Generator, taken: set[bytes], paired_same_size: bool) -> list[np.ndarray]:
     """n coalitions of size s, distinct and not in ``taken`` (complements included when ``paired_same_size``)."""
     out: list[np.ndarray] = []
-    total = comb(M, s)
     attempts = 0
-    while len(out) < n and attempts < 50 * n + 100 and len(taken) < total + comb(M, M - s):
+    while len(out) < n and attempts < 50 * n + 100:  # n is below the class size (else it was enumerated)
         attempts += 1
         z = np.zeros(M, dtype=bool)
         z[rng.choice(M, size=s, replace=False)] = True
