@@ -308,21 +308,28 @@ def main() -> None:
                               "versions": {p: metadata.version(p) for p in ("onnxruntime", "torch", "transformers",
                                                                             "shap", "lime", "numpy")},
                               "data": args.data}
+    def save() -> None:
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+
+    result["settings"] = {"n_speed": args.n_speed, "n_exact": args.n_exact, "n_faith": args.n_faith,
+                          "threads": args.threads, "faith_threads": args.faith_threads}
     print("part 2: KernelSHAP against exact Shapley values", flush=True)
     result["kernel_accuracy"] = kernel_accuracy(args.bundle, texts, args.n_exact, args.threads)
+    ka = result["kernel_accuracy"]
+    print(json.dumps({k: ka[k] for k in ("mean_abs_error", "ours_evaluations_to_reach_shap_l1_false_at_512",
+                                         "explainer_vs_table_max_abs_diff")}, indent=1), flush=True)
+    save()
     print("part 1: speed and agreement", flush=True)
     result["speed"] = speed_and_agreement(args.bundle, args.hf_dir, texts[:args.n_speed], args.threads)
     print(json.dumps({k: result["speed"][k] for k in ("cpu_s_per_text", "cpu_s_per_text_ours_batched", "ratios",
-                                                      "spearman_mean", "lime_r2_mean")}, indent=1))
-    ka = result["kernel_accuracy"]
-    print(json.dumps({k: ka[k] for k in ("mean_abs_error", "ours_evaluations_to_reach_shap_l1_false_at_512",
-                                         "explainer_vs_table_max_abs_diff")}, indent=1))
+                                                      "spearman_mean", "lime_r2_mean")}, indent=1), flush=True)
+    save()
     if args.n_faith:
         print("part 3: faithfulness", flush=True)
         result["faithfulness"] = faithfulness(args.bundle, texts[:args.n_faith], args.faith_threads)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        save()
 
 
 if __name__ == "__main__":

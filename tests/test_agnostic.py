@@ -396,3 +396,18 @@ def test_int8_forward_graph_for_forward_only_methods(tmp_path):
         assert not np.array_equal(x.scores, y.scores)  # another graph ran
         np.testing.assert_allclose(y.scores, x.scores, atol=0.05 * np.abs(x.scores).max())
         assert abs(y.convergence_delta) < 1e-9  # efficiency holds whatever the graph
+
+
+def test_repeated_masks_run_once_with_the_same_values(model):
+    enc = model.encode(["a very dull movie not"])[0]
+    feats = features_of(enc, "word")
+    rng = np.random.default_rng(0)
+    masks = rng.random((40, 5)) < 0.5
+    masks = np.concatenate([masks, masks[::-1], masks[:3]])
+    p = Perturber(model, "delete")
+    out = p.outputs([(feats, masks)])[0]
+    assert p.forward_rows[0] == len(np.unique(masks, axis=0)) < masks.shape[0]
+    one_by_one = np.concatenate([p.outputs([(feats, m[None])])[0]["logits"] for m in masks])
+    np.testing.assert_allclose(out["logits"], one_by_one, atol=1e-5)
+    r = Lime(model, samples=500).explain(["a very dull movie"])[0]
+    assert r.settings["forward_passes"] < 499  # 4 words: 15 distinct coalitions at most

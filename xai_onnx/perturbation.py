@@ -103,6 +103,7 @@ class Perturber:
         self.masking = masking
         self.batch_size = batch_size
         self.fill = model.special_id(masking) if masking in ("pad", "mask", "unk") else None
+        self.forward_rows: list[int] = []  # rows run per request by the last call of outputs()
 
     def groups(self, feats: Features, masks: np.ndarray) -> tuple[list[RowGroup], np.ndarray]:
         """RowGroups for masks (n, n_features) of booleans, and for each group row the index of its mask row."""
@@ -138,16 +139,25 @@ class Perturber:
 
     def outputs(self, requests: Sequence[tuple[Features, np.ndarray]]) -> list[dict[str, np.ndarray] | None]:
         """The forward graph's outputs (``logits``, ``features``; rows in mask order) for each (features, masks)
-        request, all in one batched run; None for a request without masks."""
+        request, all in one batched run; None for a request without masks. A mask repeated within a request is run
+        once (LIME draws many duplicates on short texts); :attr:`forward_rows` holds the rows run per request."""
         all_groups: list[RowGroup] = []
         layout = []
+        self.forward_rows = []
         for feats, masks in requests:
+            masks = np.asarray(masks, dtype=bool)
+            inverse = None
+            if masks.shape[0] > 1:
+                _, first, inverse = np.unique(np.packbits(masks, axis=1), axis=0, return_index=True,
+                                              return_inverse=True)
+                masks = masks[first]
             gs, order = self.groups(feats, masks)
-            layout.append((len(all_groups), len(gs), order))
+            layout.append((len(all_groups), len(gs), order, None if inverse is None else inverse.reshape(-1)))
+            self.forward_rows.append(int(masks.shape[0]))
             all_groups.extend(gs)
         outs = self.model.run(all_groups, gradient=False, batch_size=self.batch_size) if all_groups else []
         results: list[dict[str, np.ndarray] | None] = []
-        for start, count, order in layout:
+        for start, count, order, inverse in layout:
             if not count:
                 results.append(None)
                 continue
@@ -156,6 +166,8 @@ class Perturber:
                 stacked = np.concatenate([outs[start + k][key] for k in range(count)])
                 merged[key] = np.empty_like(stacked)
                 merged[key][order] = stacked
+                if inverse is not None:
+                    merged[key] = merged[key][inverse]
             results.append(merged)
         return results
 

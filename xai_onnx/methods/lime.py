@@ -87,9 +87,10 @@ class Lime(PerturbationExplainer):
     def attribute(self, items: list[Item], feats: list[Features], rngs: list[np.random.Generator]) -> list[Computed]:
         masks = [lime_masks(len(f), self.samples, rng) for f, rng in zip(feats, rngs)]
         values = self.values(items, feats, [m[1:] for m in masks])  # row 0 is x: F(x) is known
+        rows = self.perturber.forward_rows
         out = []
-        for it, f, m, v in zip(items, feats, masks, values):
-            settings: dict[str, Any] = {}
+        for it, f, m, v, n_run in zip(items, feats, masks, values, rows):
+            settings: dict[str, Any] = {"forward_passes": n_run}  # distinct samples: duplicates run once
             if len(f) == 0 or m.shape[0] < 2:
                 out.append(Computed(np.zeros(len(f)), None, {"local_fit_r2": None, "intercept": None}))
                 continue
