@@ -411,3 +411,27 @@ def test_repeated_masks_run_once_with_the_same_values(model):
     np.testing.assert_allclose(out["logits"], one_by_one, atol=1e-5)
     r = Lime(model, samples=500).explain(["a very dull movie"])[0]
     assert r.settings["forward_passes"] < 499  # 4 words: 15 distinct coalitions at most
+
+
+@pytest.mark.slow
+def test_every_task_token_classification_and_similarity(tiny_export):
+    """Forward-only on every task: efficiency per explained position (token classification, per token, replacement
+    only) and per side (similarity, words of each text)."""
+    _, bundle = tiny_export("bert", "token")
+    model = Model(bundle)
+    r = KernelShap(model, samples=300).explain(["i love it and the plot is great !"], positions="all")[0]
+    assert len(r.positions) >= 8
+    for p in r.positions:
+        assert abs(p.scores.sum() - (p.output_value - p.baseline_value)) <= 1e-6 * max(abs(p.output_value), 1e-9)
+    with pytest.raises(InputError, match="delete"):
+        Lime(model, baseline="delete")
+    with pytest.raises(InputError, match="token classification"):
+        Lime(model, granularity="word")
+    _, bundle = tiny_export("bert", "similarity")
+    model = Model(bundle)
+    pair = [("the movie was good", "a fun film")]
+    r = PartitionShap(model, samples=200).explain(pair)[0]
+    assert r.tokens == ("the", "movie", "was", "good", "a", "fun", "film") and r.segments == (0, 0, 0, 0, 1, 1, 1)
+    assert all(abs(side["convergence_delta"]) < 1e-9 for side in r.sides)
+    t = Lime(model, samples=200, granularity="token").explain(pair)[0]
+    assert t.tokens[0] == "[CLS]" and t.granularity == "token"
