@@ -16,7 +16,6 @@ from ..errors import InputError
 from ..model import Model
 from ..perturbation import GRANULARITIES, MASKINGS, Features, Perturber, features_of
 from ..registry import Option
-from ..results import Attribution
 from .base import OUTPUT, Computed, Explainer, Item, batch_option
 
 MASKING = Option("baseline", str, "pad", "what a masked feature's tokens become: pad, mask or unk (that token, attention "
@@ -68,7 +67,15 @@ class PerturbationExplainer(Explainer):
 
     def compute(self, items: list[Item]) -> list[Computed]:
         feats = [features_of(it.encoded, self.granularity) for it in items]
-        return self.attribute(items, feats, [item_rng(self.random_state, it) for it in items])
+        out = []
+        for f, it, c in zip(feats, items, self.attribute(items, feats, [item_rng(self.random_state, it) for it in items])):
+            # a feature's score goes to its first token (the others get 0): the word merge of every result shape
+            # (texts, pairs, similarity sides, token positions) sums a word's tokens, which gives it back exactly
+            token_scores = np.zeros(len(it.encoded))
+            for pos, score in zip(f.positions, c.scores):
+                token_scores[pos[0]] = score
+            out.append(Computed(token_scores, c.convergence_delta, c.settings))
+        return out
 
     @abstractmethod
     def attribute(self, items: list[Item], feats: list[Features], rngs: list[np.random.Generator]) -> list[Computed]:
@@ -77,15 +84,6 @@ class PerturbationExplainer(Explainer):
     def values(self, items: list[Item], feats: list[Features], masks: list[np.ndarray]) -> list[np.ndarray]:
         """F (n,) of each item's masked rows (masks: (n, n_features) booleans, True = present), one batched run."""
         return self.perturber.values(list(zip(feats, masks)), [it.value for it in items])
-
-    def _result(self, item: Item, c: Computed) -> Attribution:
-        # a feature's score goes to its first token (the others get 0): the base class's word merge sums a word's
-        # tokens, which gives it back exactly
-        feats = features_of(item.encoded, self.granularity)
-        token_scores = np.zeros(len(item.encoded))
-        for pos, s in zip(feats.positions, c.scores):
-            token_scores[pos[0]] = s
-        return super()._result(item, Computed(token_scores, c.convergence_delta, c.settings))
 
     @staticmethod
     def common_options(samples: Option) -> tuple[Option, ...]:
