@@ -30,7 +30,8 @@ from .validate import validate
 SUPPORTED_OPSETS = range(18, 24)
 #: ``progress(stage, detail)`` is called as each stage starts: load, trace, convert, save, validate, quantize, done
 Progress = Callable[[str, str], None]
-FILES = {"forward": "forward.onnx", "gradient": "gradient.onnx", "gradient_int8": "gradient.int8.onnx", "weights": "weights.bin",
+FILES = {"forward": "forward.onnx", "forward_int8": "forward.int8.onnx", "gradient": "gradient.onnx",
+         "gradient_int8": "gradient.int8.onnx", "weights": "weights.bin",
          "embeddings": "embeddings.npy", "head": "head.npz", "tokenizer": "tokenizer.json"}
 
 
@@ -66,8 +67,6 @@ def export_bundle(source: str | Path, out_dir: str | Path, *, head: str | Path |
     say = progress or (lambda _stage, _detail: None)
     if task is not None and task not in TASKS:
         raise ExportInputError(f"--task {task!r} is not one of {', '.join(TASKS)}")
-    if int8 and not gradient:
-        raise ExportInputError("--int8 quantises the gradient graph: it cannot be combined with --no-gradient")
     if opset not in SUPPORTED_OPSETS:
         raise ExportInputError(f"--opset {opset} is not supported: use {SUPPORTED_OPSETS.start} to {SUPPORTED_OPSETS.stop - 1}")
     out = check_output(Path(out_dir), overwrite)
@@ -116,13 +115,19 @@ def export_bundle(source: str | Path, out_dir: str | Path, *, head: str | Path |
             report = validate(tmp / FILES["forward"], tmp / FILES["gradient"] if gradient else None, (fwd_fn, grad_fn),
                               prep.embeddings, n_labels, prep.uses_token_type_ids, prep.max_length, (batch, seq),
                               task=task, feature_dim=feature_dim, progress=lambda detail: say("validate", detail))
-        if int8:
+        if int8 and gradient:
             from .quantize import int8_fidelity, quantize_gradient
 
             say("quantize", "int8 copy of the gradient graph, and its fidelity against float32")
             quantize_gradient(tmp, FILES["gradient"], FILES["gradient_int8"])
             report["int8"] = int8_fidelity(tmp, FILES["gradient"], FILES["gradient_int8"], prep.embeddings, n_labels,
                                            prep.uses_token_type_ids, prep.max_length)
+        if int8 and "logits" in FORWARD_OUTPUTS[task]:  # a similarity encoder's forward graph has no logits to compare
+            from .quantize import forward_int8_fidelity, quantize_gradient
+
+            quantize_gradient(tmp, FILES["forward"], FILES["forward_int8"])
+            report["int8_forward"] = forward_int8_fidelity(tmp, FILES["forward"], FILES["forward_int8"],
+                                                           prep.embeddings, prep.uses_token_type_ids, prep.max_length)
         report["last_layer_first_token_only"] = first_token_only
         report["export_seconds"] = round(export_seconds, 2)
         report["weights_bytes"] = sizes
@@ -153,7 +158,8 @@ def export_bundle(source: str | Path, out_dir: str | Path, *, head: str | Path |
             weights_file=FILES["weights"],
             forward=spec(FILES["forward"], io_names, fwd_out),
             gradient=spec(FILES["gradient"], grad_in, grad_out) if gradient else None,
-            gradient_int8=spec(FILES["gradient_int8"], grad_in, grad_out) if int8 else None,
+            gradient_int8=spec(FILES["gradient_int8"], grad_in, grad_out) if int8 and gradient else None,
+            forward_int8=spec(FILES["forward_int8"], io_names, fwd_out) if int8 and "logits" in fwd_out else None,
             tool_versions=_versions(),
             validation=report,
             task=task,

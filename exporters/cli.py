@@ -42,8 +42,8 @@ def main(argv: Sequence[str]) -> int:
     p.add_argument("--max-length", type=int, default=None, help="token limit (default: the model's)")
     p.add_argument("--opset", type=int, default=18)
     p.add_argument("--no-gradient", action="store_true", help="forward graph only (gradient methods unavailable)")
-    p.add_argument("--int8", action="store_true", help="also write an int8 gradient graph (faster, less faithful; "
-                   "use it with --precision int8)")
+    p.add_argument("--int8", action="store_true", help="also write int8 copies of the gradient and forward graphs "
+                   "(faster, less faithful; use them with --precision int8)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it holds a bundle (in one step: "
                    "the old bundle stays until the new one is complete)")
     p.add_argument("--no-validate", action="store_true", help="skip the check against torch autograd")
@@ -98,6 +98,8 @@ def main(argv: Sequence[str]) -> int:
                "max_length": m.max_length, "gradient": m.gradient is not None, "max_relative_error": errors}
     if "int8" in m.validation:
         summary["int8"] = {k: v for k, v in m.validation["int8"].items() if k != "reference"}
+    if "int8_forward" in m.validation:
+        summary["int8_forward"] = {k: v for k, v in m.validation["int8_forward"].items() if k != "reference"}
     summary["seconds"] = round(stages.elapsed(), 1)
     if args.format == "json":
         print(json.dumps(summary))

@@ -1,4 +1,4 @@
-"""An int8 copy of the gradient graph (dynamic quantisation of the weight matrices), opt-in with ``--int8``.
+"""int8 copies of the gradient and forward graphs (dynamic quantisation of the weight matrices), opt-in with ``--int8``.
 
 Faster on CPUs with VNNI, less faithful: the fidelity is measured at export against the float32 graph (rank
 correlation of per-token gradient norms) and written to the manifest; scripts/benchmark.py measures it on real text.
@@ -67,3 +67,35 @@ def int8_fidelity(bundle_dir: Path, float_file: str, int8_file: str, embeddings:
         corr += [spearman(x, y) for x, y in zip(n32, n8) if s > 2]
     return {"reference": "float32 gradient graph, random token sequences", "rank_correlation_mean": float(np.mean(corr)),
             "rank_correlation_min": float(np.min(corr)), "max_relative_error": rel}
+
+
+def forward_int8_fidelity(bundle_dir: Path, float_file: str, int8_file: str, embeddings: np.ndarray, uses_tt: bool,
+                          max_length: int) -> dict[str, Any]:
+    """Class probabilities of the int8 forward graph against the float32 one on random token sequences, one
+    sequence a call (as the runtime runs int8 graphs): the largest and mean absolute difference, and how often the
+    arg-max class agrees."""
+    import onnxruntime as ort
+
+    from .validate import random_feeds
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sessions = [ort.InferenceSession(str(bundle_dir / f), so, providers=["CPUExecutionProvider"]) for f in (float_file, int8_file)]
+    rng = np.random.default_rng(4322)
+    diffs: list[float] = []
+    agree: list[float] = []
+    for s in (min(8, max_length), min(24, max_length), min(57, max_length)):
+        feeds = random_feeds(rng, embeddings, 4, s, uses_tt, pad_last_row=False)
+        for r in range(4):
+            row = {k: v[r:r + 1] for k, v in feeds.items()}
+            p32, p8 = (_softmax(sess.run(["logits"], row)[0].astype(np.float64)) for sess in sessions)
+            diffs.append(float(np.abs(p32 - p8).max()))
+            agree.append(float(np.mean(p32.argmax(-1) == p8.argmax(-1))))
+    return {"reference": "float32 forward graph, random token sequences (probabilities)",
+            "max_abs_probability_difference": max(diffs), "mean_abs_probability_difference": float(np.mean(diffs)),
+            "argmax_agreement": float(np.mean(agree)), "n": len(diffs)}
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)

@@ -67,7 +67,8 @@ def test_endpoints(server, handmade):
     assert call(server, "/health") == (200, {"status": "ok"})
     status, info = call(server, "/v1/model")
     assert status == 200 and info["labels"] == ["negative", "neutral", "positive"]
-    assert set(info["methods"]) == {"ig", "saliency", "grad_x_input", "occlusion", "fd"}
+    assert set(info["methods"]) == {"ig", "saliency", "grad_x_input", "occlusion", "fd", "lime", "kernel_shap",
+                                    "partition_shap"}
     status, pred = call(server, "/v1/predict", {"texts": ["good movie"]})
     assert status == 200 and pred["results"][0]["label"] == Model(handmade[0]).predict(["good movie"])[0].label
     status, out = call(server, "/v1/explain", {"texts": ["good movie", "not fun"], "method": "occlusion", "window": 2,
@@ -84,7 +85,7 @@ def test_endpoints(server, handmade):
     ({"texts": []}, None, 422),
     ({"texts": ["x"] * 9, "method": "ig"}, None, 413),
     ({"texts": ["x" * 201], "method": "ig"}, None, 413),
-    ({"texts": ["x"], "method": "lime"}, None, 422),
+    ({"texts": ["x"], "method": "shapley_magic"}, None, 422),
     ({"texts": ["x"], "method": "ig", "steps": "many"}, None, 422),
     ({"texts": ["x"], "method": "ig", "target": "happy"}, None, 422),
     ({"texts": ["x"], "method": "ig", "colour": "red"}, None, 422),

@@ -49,7 +49,8 @@ def check_files(manifest: Manifest, directory: Path) -> None:
     """Every file the manifest names stays inside ``directory``; those the runtime reads at load exist; the
     manifest's own numbers make sense (:func:`check_numbers`)."""
     check_numbers(manifest)
-    graphs = {"forward": manifest.forward, "gradient": manifest.gradient, "gradient_int8": manifest.gradient_int8}
+    graphs = {"forward": manifest.forward, "forward_int8": manifest.forward_int8, "gradient": manifest.gradient,
+              "gradient_int8": manifest.gradient_int8}
     named = {"tokenizer_file": manifest.tokenizer_file, "embeddings_file": manifest.embeddings_file,
              "weights_file": manifest.weights_file,
              **{f"{k}.file": g.file for k, g in graphs.items() if g is not None}}
@@ -57,7 +58,8 @@ def check_files(manifest: Manifest, directory: Path) -> None:
         named["head_file"] = manifest.head_file
     for field, name in named.items():
         bundle_file(directory, name, field)
-    for field in ("tokenizer_file", "embeddings_file", "forward.file", "weights_file"):
+    needed = ["tokenizer_file", "embeddings_file", "forward.file", "weights_file"]
+    for field in [*needed, *(["forward_int8.file"] if "forward_int8.file" in named else [])]:
         if not (directory / named[field]).is_file():
             raise BundleError(f"{directory / named[field]} is missing: the bundle is incomplete, {_FIX}")
 

@@ -120,10 +120,14 @@ class FaithfulnessEvaluator:
         them by that token). Special tokens are never removed.
     output : F is the target's ``"prob"`` (default) or ``"logit"``; the target is the predicted class.
     random_state : seed of the random reference ranking (one seed a text, drawn up front).
+    granularity : ``"token"`` (default) ranks and removes tokens; ``"word"`` ranks words (token scores merged as
+        each explainer's ``word_merge`` says, or its word scores) and removes all of a word's tokens at once; the
+        fractions are then of the words.
     """
 
     def __init__(self, model: Model, *, fractions: Sequence[float] = DEFAULT_FRACTIONS, removal: str = "delete",
-                 output: str = "prob", random_state: int | None = 0, batch_size: int | None = None):
+                 output: str = "prob", random_state: int | None = 0, batch_size: int | None = None,
+                 granularity: str = "token"):
         if removal not in REMOVALS:
             raise InputError(f"removal must be one of {REMOVALS}, got {removal!r}")
         if output not in ("prob", "logit"):
@@ -133,6 +137,9 @@ class FaithfulnessEvaluator:
             raise InputError(f"fractions must lie in (0, 1], got {fractions}")
         self.model, self.fractions, self.removal, self.output = model, fr, removal, output
         self.random_state, self.batch_size = random_state, batch_size
+        if granularity not in ("token", "word"):
+            raise InputError(f"granularity must be 'token' or 'word', got {granularity!r}")
+        self.granularity = granularity
 
     # ---- F on token subsets ----------------------------------------------------------------------------------------
     def _variants(self, enc: Encoded, removed: list[np.ndarray]) -> list[RowGroup]:
@@ -150,16 +157,24 @@ class FaithfulnessEvaluator:
             ids[r, rm] = fill
         return [RowGroup(self.model.embed(ids), enc.type_ids)]
 
-    def _evaluate_rankings(self, enc: Encoded, target: int, fx: float, rankings: list[np.ndarray]) -> list[dict[str, Any]]:
-        """For each ranking of the non-special positions (most relevant first): the curves and AOPC."""
+    def _evaluate_rankings(self, enc: Encoded, target: int, fx: float, rankings: list[np.ndarray],
+                           units: list[np.ndarray] | None = None) -> list[dict[str, Any]]:
+        """For each ranking of the non-special positions (most relevant first): the curves and AOPC. With
+        ``units`` (the token positions of each word), rankings order the units and a unit is removed whole."""
         n = len(rankings[0])
         ks = [max(1, math.ceil(f * n - 1e-9)) for f in self.fractions] if n else []
         all_pos = np.flatnonzero(~enc.special)
+
+        def tokens(order: np.ndarray) -> np.ndarray:
+            if units is None:
+                return order
+            return np.concatenate([units[u] for u in order]) if len(order) else np.zeros(0, dtype=np.int64)
+
         removed: list[np.ndarray] = []
         for rank in rankings:
-            removed += [rank[:k] for k in ks]  # comprehensiveness
-            removed += [np.setdiff1d(all_pos, rank[:k]) for k in ks]  # sufficiency: keep the top k
-            removed += [rank[:k] for k in range(1, n + 1)]  # AOPC, one token at a time
+            removed += [tokens(rank[:k]) for k in ks]  # comprehensiveness
+            removed += [np.setdiff1d(all_pos, tokens(rank[:k])) for k in ks]  # sufficiency: keep the top k
+            removed += [tokens(rank[:k]) for k in range(1, n + 1)]  # AOPC, one token (word) at a time
         groups = self._variants(enc, removed) if removed else []
         outs = self.model.run(groups, batch_size=self.batch_size) if groups else []
         logits = np.concatenate([o["logits"] for o in outs]) if outs else np.zeros((0, len(self.model.labels)))
@@ -180,10 +195,13 @@ class FaithfulnessEvaluator:
         pos = np.flatnonzero(~enc.special)
         scores = np.zeros(len(enc))
         if len(pos):
-            outs = self.model.run(self._variants(enc, [np.array([p]) for p in pos]), batch_size=self.batch_size)
-            f = target_output(np.concatenate([o["logits"] for o in outs]), target, self.output)
-            scores[pos] = fx - f
+            scores[pos] = self._loo(enc, target, fx, [np.array([p]) for p in pos])
         return scores
+
+    def _loo(self, enc: Encoded, target: int, fx: float, units: Sequence[np.ndarray]) -> np.ndarray:
+        """F(x) - F(x with one unit's tokens removed the evaluation's way), per unit: shape (len(units),)."""
+        outs = self.model.run(self._variants(enc, list(units)), batch_size=self.batch_size)
+        return fx - target_output(np.concatenate([o["logits"] for o in outs]).astype(np.float64), target, self.output)
 
     # ---- public API ------------------------------------------------------------------------------------------------
     def leave_one_out(self, texts: Sequence[str]) -> list[np.ndarray]:
@@ -215,7 +233,8 @@ class FaithfulnessEvaluator:
         logits, _ = self.model.forward_encoded(encoded)
         targets = [int(np.argmax(lg)) for lg in logits]
         fxs = [float(target_output(lg, t, self.output)) for lg, t in zip(logits, targets)]
-        loo_scores = [self._leave_one_out(e, t, fx) for e, t, fx in zip(encoded, targets, fxs)]
+        loo_scores = ([self._leave_one_out(e, t, fx) for e, t, fx in zip(encoded, targets, fxs)]
+                      if self.granularity == "token" else [np.zeros(len(e)) for e in encoded])
         seeds = np.random.default_rng(self.random_state).integers(0, 2**63 - 1, size=len(kept))
         per_method: dict[str, list[dict[str, Any]]] = {name: [] for name in explainers}
         rand: list[dict[str, Any]] = []
@@ -229,13 +248,21 @@ class FaithfulnessEvaluator:
             pos = np.flatnonzero(~enc.special)
             target, fx = targets[i], fxs[i]
             rankings = []
+            units = None
+            if self.granularity == "word":
+                from .perturbation import word_groups
+
+                units = [np.asarray(g, dtype=np.int64) for g in word_groups(enc)]
+                pos = np.arange(len(units))  # rankings order the words
+            unit_scores = {name: self._unit_scores(attributions[name][i], ex, enc) for name, ex in explainers.items()}
+            # leave-one-out over the ranked units: each token, or each whole word, removed the evaluation's way
+            loo_units = loo_scores[i][~enc.special] if units is None else self._loo(enc, target, fx, units)
             for name in explainers:
-                scores = attributions[name][i].scores[pos]
-                rankings.append(pos[np.argsort(-scores, kind="stable")])
+                rankings.append(pos[np.argsort(-unit_scores[name], kind="stable")])
             rankings.append(np.random.default_rng(int(seeds[i])).permutation(pos))
-            res = self._evaluate_rankings(enc, target, fx, rankings)
+            res = self._evaluate_rankings(enc, target, fx, rankings, units)
             for name, r in zip(explainers, res):
-                r["tau"] = kendall_tau(attributions[name][i].scores[pos], loo_scores[i][pos])
+                r["tau"] = kendall_tau(unit_scores[name], loo_units)
                 per_method[name].append(r)
             rand.append(res[-1])
             if progress:
@@ -255,9 +282,24 @@ class FaithfulnessEvaluator:
             methods=tuple(summarise(n, per_method[n], timing[n], True) for n in explainers),
             random=summarise("random", rand, None, False),
             settings={"random_state": self.random_state, "n_texts": len(kept), "skipped": len(texts) - len(kept),
+                      "granularity": self.granularity,
                       "explainers": {n: ex.settings() for n, ex in explainers.items()},
                       "definitions": definitions(self.removal)},
         )
+
+    def _unit_scores(self, attr: Any, explainer: Explainer, enc: Encoded) -> np.ndarray:
+        """One score per ranked unit: the non-special tokens' scores, or the words' scores."""
+        if self.granularity == "token":
+            if attr.granularity == "word":
+                raise InputError(f"{attr.method} gives word scores: evaluate with granularity='word', or build it with "
+                                 "granularity='token'")
+            return np.asarray(attr.scores)[~enc.special]
+        if attr.granularity == "word":
+            return np.asarray(attr.scores)
+        from .granularity import to_words
+        from .perturbation import word_groups
+
+        return np.asarray(to_words(attr, merge=explainer.word_merge, groups=word_groups(enc)).scores)
 
 
 def definitions(removal: str) -> dict[str, str]:

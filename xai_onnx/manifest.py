@@ -83,6 +83,7 @@ class Manifest:
     forward: GraphSpec
     gradient: GraphSpec | None
     gradient_int8: GraphSpec | None = None  # optional int8 copy of the gradient graph (export --int8)
+    forward_int8: GraphSpec | None = None  # optional int8 copy of the forward graph (export --int8)
     tool_versions: dict[str, str] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
     #: v2: what the bundle computes (TASKS); v1 bundles are sequence classifiers
@@ -148,6 +149,7 @@ class Manifest:
                 forward=forward,
                 gradient=graph(d.get("gradient")),
                 gradient_int8=graph(d.get("gradient_int8")),
+                forward_int8=graph(d.get("forward_int8")),
                 tool_versions=dict(d.get("tool_versions", {})),
                 validation=dict(d.get("validation", {})),
                 task=task,

@@ -131,7 +131,8 @@ class Model:
         cost more than another call (:func:`plan_batches`).
     precision : ``"float32"`` (default) or ``"int8"``: the gradient graph's int8 copy (bundles exported with
         ``--int8``), faster on CPUs with VNNI and less faithful; the manifest's ``validation.int8`` and the README
-        state by how much. Forward-only methods always use the float32 forward graph.
+        state by how much. Forward-only methods use the int8 forward graph where the bundle has one (exported with
+        ``--int8`` since it exists; ``validation.int8_forward`` states its fidelity), else the float32 one.
     memory_budget : bytes of activations one onnxruntime call may hold (512 MiB): long rows go fewer to a call
         (:func:`xai_onnx.limits.row_bytes`), so that the memory of one explanation is bounded whatever its length.
     """
@@ -152,8 +153,8 @@ class Model:
         self.manifest = Manifest.load(self.path)
         m = self.manifest
         check_files(m, self.path)  # before any file is opened: every name stays inside the bundle
-        if precision == "int8" and m.gradient_int8 is None:
-            raise BundleError(f"bundle {self.path} has no int8 gradient graph: re-export it with "
+        if precision == "int8" and m.gradient_int8 is None and m.forward_int8 is None:
+            raise BundleError(f"bundle {self.path} has no int8 graph: re-export it with "
                               f"`xai-onnx export SOURCE {self.path} --int8`")
         self.precision = precision
         self.providers = resolve_providers(providers)
@@ -166,8 +167,10 @@ class Model:
         except (OSError, ValueError) as exc:
             raise BundleError(f"cannot read {m.embeddings_file} ({exc}): the bundle is corrupt, re-export it") from exc
         check_values(m, self.tokenizer, self.embeddings)
-        self._forward = create_session(self.path / m.forward.file, self.providers, threads)
-        check_graph(m, m.forward, self._forward, "forward")
+        #: the forward graph this model runs (the int8 copy with ``precision="int8"`` where the bundle has one)
+        self.forward_spec: GraphSpec = m.forward_int8 if precision == "int8" and m.forward_int8 is not None else m.forward
+        self._forward = create_session(self.path / self.forward_spec.file, self.providers, threads)
+        check_graph(m, self.forward_spec, self._forward, "forward")
         self._gradient: ort.InferenceSession | None = None  # built on first use: forward-only work never pays for it
         self._gradient_lock = threading.Lock()  # concurrent first uses build it once (40 requests built 40: 3.5 GB)
         self.layers = self._estimate_layers()
@@ -271,7 +274,7 @@ class Model:
                 raise GradientUnavailableError("this bundle's gradient graph cannot pick the arg-max class "
                                                "(no w_top input): re-export it")
         else:
-            session, spec = self._forward, self.manifest.forward
+            session, spec = self._forward, self.forward_spec
             outputs = [k for k in ("logits", "features") if k in spec.outputs]
         objective_roles = [r for r in spec.inputs if r not in ("inputs_embeds", "attention_mask", "token_type_ids")]
         seq_outputs = {k for k in outputs if spec.axes_of(k)[1:2] == ["sequence"]}
@@ -289,7 +292,7 @@ class Model:
         parts: list[dict[str, list[np.ndarray]]] = [{k: [] for k in outputs} for _ in groups]
         dim = self.manifest.embedding_dim
         sizes = {"labels": len(self.manifest.labels), "top": 2, "features": self.manifest.feature_dim, "embedding": dim}
-        if gradient and self.precision == "int8":
+        if self.precision == "int8" and (gradient or self.forward_spec is not self.manifest.forward):
             # dynamic quantisation scales each activation tensor by its largest value over the whole call: rows of
             # other texts (and their padding) would change a text's result, so an int8 call holds one group only
             chunks = []

@@ -55,7 +55,9 @@ class Prediction:
 class Attribution:
     """One text's explanation for one target.
 
-    scores : ndarray of shape (n_tokens,), one per token, special tokens included.
+    scores : ndarray of shape (n_tokens,), one per token, special tokens included; with ``granularity == "word"``
+        one per word (``tokens`` and ``offsets`` are then the words' texts and character spans, special tokens
+        dropped).
     convergence_delta : for Integrated Gradients ``sum(scores) - (F(x) - F(baseline))``, else None.
     output_value, baseline_value : F(x) and F(baseline), the target's probability (or logit with output="logit").
     """
@@ -80,6 +82,7 @@ class Attribution:
     segments: tuple[int | None, ...] | None = None
     #: similarity: per side explained (segment 0, then 1), F(baseline of that side, other side) and the delta
     sides: tuple[dict[str, Any], ...] | None = None
+    granularity: str = "token"  # "word": tokens, offsets and scores are per word, special tokens dropped
 
     @property
     def label(self) -> str:
@@ -131,6 +134,7 @@ class Attribution:
             "settings": dict(self.settings),
             "truncated": self.truncated,
             "warnings": list(self.warnings),
+            "granularity": self.granularity,
         }
 
 

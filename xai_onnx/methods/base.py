@@ -16,7 +16,7 @@ from ..results import Attribution, PositionAttribution, Target, TokenAttribution
 from ..tasks import Inputs, Objective, Unit, probabilities, target_output, target_weights
 from ..tokenization import Encoded
 
-__all__ = ["BASELINE", "OUTPUT", "Computed", "Explainer", "Item", "Result", "batch_option", "target_weights"]
+__all__ = ["BASELINE", "GRANULARITY", "OUTPUT", "Computed", "Explainer", "Item", "Result", "batch_option", "target_weights"]
 
 BASELINES = ("pad", "mask", "unk", "zero")
 OUTPUTS = ("prob", "logit")
@@ -27,6 +27,8 @@ BASELINE = Option("baseline", str, "pad", "what a removed token becomes: pad, ma
 OUTPUT = Option("output", str, None, "the explained quantity: prob (the target's softmax probability; the sigmoid for a "
                 "one-output model) or logit; default: logit for one-output models and similarity, else prob",
                 choices=OUTPUTS)
+GRANULARITY = Option("granularity", str, "token", "scores per token, or per word (word pieces merged: additive methods "
+                     "sum their tokens, saliency takes the L2 norm)", choices=("token", "word"))
 
 
 def batch_option(name: str = "batch_size") -> Option:
@@ -93,6 +95,9 @@ class Explainer(ABC):
     output : ``"prob"`` (softmax probability of the target; the sigmoid for a one-output model) or ``"logit"``;
         None: the task's default (the logit for one-output models and similarity bundles, else the probability).
     batch_size : rows per onnxruntime call (the model's by default).
+    granularity : ``"token"`` (default) or ``"word"``: results per word (``Attribution.granularity``), the word's
+        token scores merged by :attr:`word_merge` (:func:`xai_onnx.granularity.to_words`). Sequence classification
+        and similarity; token classification stays per token.
     """
 
     name: ClassVar[str]
@@ -100,9 +105,12 @@ class Explainer(ABC):
     needs_baseline_value: ClassVar[bool] = False
     texts_per_chunk: ClassVar[int] = 32
     #: every constructor keyword but ``model``, declared once (:mod:`xai_onnx.registry`); ``settings()`` returns them
-    options: ClassVar[tuple[Option, ...]] = (BASELINE, OUTPUT, batch_option())
+    options: ClassVar[tuple[Option, ...]] = (BASELINE, OUTPUT, batch_option(), GRANULARITY)
+    #: how a word's token scores merge at word granularity: "sum" (additive scores) or "norm" (gradient norms)
+    word_merge: ClassVar[str] = "sum"
 
-    def __init__(self, model: Model, *, baseline: str = "pad", output: str | None = None, batch_size: int | None = None):
+    def __init__(self, model: Model, *, baseline: str = "pad", output: str | None = None, batch_size: int | None = None,
+                 granularity: str = "token"):
         from ..model import Model as _Model
 
         if not isinstance(model, _Model):
@@ -111,6 +119,10 @@ class Explainer(ABC):
         self.baseline = self._parse("baseline", baseline)
         self.output = model.task.check_output(self._parse("output", output))
         self.batch_size = batch_option().parse(batch_size, method=self.name)
+        self.granularity = self._parse("granularity", granularity)
+        if self.granularity == "word" and model.manifest.task == "token-classification":
+            raise InputError("granularity 'word' is not available for token classification (its results are per "
+                             "token position): use granularity='token'")
         if baseline in ("pad", "mask", "unk"):
             model.special_id(baseline)  # fail now if the tokenizer lacks it
         self._baseline_text_ids: np.ndarray | None = None
@@ -138,7 +150,9 @@ class Explainer(ABC):
 
     def run_settings(self) -> dict[str, Any]:
         """What a result records besides :meth:`settings`: the model's precision where it is not float32."""
-        return {"precision": self.model.precision} if self.needs_gradient and self.model.precision != "float32" else {}
+        m = self.model
+        int8 = m.precision != "float32" and (self.needs_gradient or m.forward_spec is not m.manifest.forward)
+        return {"precision": m.precision} if int8 else {}
 
     def evaluations(self, n_tokens: int) -> int:
         """Gradient or forward rows that explaining one text of ``n_tokens`` tokens for one target costs (the work
@@ -300,7 +314,7 @@ class Explainer(ABC):
         assert item.logits is not None
         probs = probabilities(item.logits)
         predicted = int(np.argmax(item.logits)) if len(labels) > 1 else 0
-        return Attribution(
+        attr = Attribution(
             text=e.text, method=self.name, tokens=e.tokens, offsets=e.offsets, scores=c.scores.astype(np.float64),
             target=Target(item.target, labels[item.target]), prediction=Target(predicted, labels[predicted]),
             probabilities={lab: float(p) for lab, p in zip(labels, probs)}, output=self.output,
@@ -309,6 +323,7 @@ class Explainer(ABC):
             settings={**self.settings(), **self.run_settings(), **(c.settings or {})},
             truncated=e.truncated, warnings=tuple(self._notes(e, c.scores)) + c.warnings,
             text_pair=e.text_pair, segments=None if e.text_pair is None else tuple(e.segment_list()))
+        return self._granular(attr, [e])
 
     def _similarity_result(self, pair: list[tuple[Item, Computed]]) -> Attribution:
         (a, ca), (b, cb) = pair
@@ -321,7 +336,7 @@ class Explainer(ABC):
         for c in (ca, cb):
             for key, value in (c.settings or {}).items():
                 extra.setdefault(key, []).append(value)
-        return Attribution(
+        attr = Attribution(
             text=ea.text, method=self.name, tokens=ea.tokens + eb.tokens, offsets=ea.offsets + eb.offsets,
             scores=np.concatenate([ca.scores, cb.scores]).astype(np.float64), target=target, prediction=target,
             probabilities={}, output=self.output, output_value=a.output_value, baseline_value=None,
@@ -329,6 +344,20 @@ class Explainer(ABC):
             truncated=ea.truncated or eb.truncated,
             warnings=tuple(self._notes(ea, ca.scores) + self._notes(eb, cb.scores)) + ca.warnings + cb.warnings,
             text_pair=eb.text, segments=tuple(segments), sides=sides)
+        return self._granular(attr, [ea, eb])
+
+    def _granular(self, attr: Attribution, parts: list[Encoded]) -> Attribution:
+        """``attr`` at the explainer's granularity; ``parts``: the encodings whose tokens it lists, in order."""
+        if self.granularity != "word":
+            return attr
+        from ..granularity import to_words
+        from ..perturbation import word_groups
+
+        groups, at = [], 0
+        for e in parts:
+            groups += [[at + p for p in g] for g in word_groups(e)]
+            at += len(e)
+        return to_words(attr, merge=self.word_merge, groups=groups)
 
     def _token_result(self, e: Encoded, pieces: list[tuple[Item, Computed]]) -> TokenAttribution:
         labels = self.model.labels

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..model import Model
 from ..registry import Option, register
-from .base import BASELINE, OUTPUT, Computed, Explainer, Item, batch_option
+from .base import BASELINE, GRANULARITY, OUTPUT, Computed, Explainer, Item, batch_option
 
 
 @register
@@ -20,11 +20,11 @@ class FiniteDifference(Explainer):
     name = "fd"
     needs_gradient = False
     options = (Option("epsilon", float, 1e-2, "finite-difference step, a fraction of x - baseline", above=0.0, below=1.0),
-               BASELINE, OUTPUT, batch_option())
+               BASELINE, OUTPUT, batch_option(), GRANULARITY)
 
     def __init__(self, model: Model, *, epsilon: float = 1e-2, baseline: str = "pad", output: str | None = None,
-                 batch_size: int | None = None):
-        super().__init__(model, baseline=baseline, output=output, batch_size=batch_size)
+                 batch_size: int | None = None, granularity: str = "token"):
+        super().__init__(model, baseline=baseline, output=output, batch_size=batch_size, granularity=granularity)
         self.epsilon = self._parse("epsilon", epsilon)
 
     def evaluations(self, n_tokens: int) -> int:

@@ -10,7 +10,7 @@ from ..errors import InputError
 from ..model import Model
 from ..quadrature import METHODS, approximation_parameters
 from ..registry import Option, register
-from .base import BASELINE, OUTPUT, Computed, Explainer, Item, batch_option
+from .base import BASELINE, GRANULARITY, OUTPUT, Computed, Explainer, Item, batch_option
 
 INITIAL_NODES = 5  # adaptive mode's first round: alpha = 0, 1/4, 1/2, 3/4, 1
 #: a result warns when |convergence delta| exceeds this fraction of |F(x) - F(baseline)| (and DELTA_WARN_FLOOR)
@@ -62,15 +62,16 @@ class IntegratedGradients(Explainer):
                "|F(x) - F(baseline)|", above=0.0, maximum=1.0),
         Option("max_steps", int, 512, "IG adaptive: most gradient evaluations a text", minimum=INITIAL_NODES,
                maximum=MAX_STEPS),
-        BASELINE, OUTPUT,
+        BASELINE, OUTPUT, GRANULARITY,
     )
     #: adaptive mode halves every panel whose |local delta| is at least this fraction of the text's largest one
     refine_fraction = 0.25
 
     def __init__(self, model: Model, *, n_steps: int = 50, method: str = "gausslegendre",
                  internal_batch_size: int | None = None, adaptive: bool = False, tolerance: float = 0.01,
-                 max_steps: int = 512, baseline: str = "pad", output: str | None = None):
-        super().__init__(model, baseline=baseline, output=output, batch_size=internal_batch_size)
+                 max_steps: int = 512, baseline: str = "pad", output: str | None = None, granularity: str = "token"):
+        super().__init__(model, baseline=baseline, output=output, batch_size=internal_batch_size,
+                         granularity=granularity)
         self.internal_batch_size = self.batch_size
         n_steps, method = self._parse("n_steps", n_steps), self._parse("method", method)
         adaptive, tolerance = self._parse("adaptive", adaptive), self._parse("tolerance", tolerance)

@@ -7,7 +7,7 @@ import numpy as np
 from ..model import Model
 from ..registry import Option, register
 from ..tokenization import Encoded
-from .base import BASELINE, OUTPUT, Computed, Explainer, Item, batch_option
+from .base import BASELINE, GRANULARITY, OUTPUT, Computed, Explainer, Item, batch_option
 
 
 @register
@@ -25,12 +25,13 @@ class Occlusion(Explainer):
     options = (
         Option("window", int, 1, "occlusion window in tokens", minimum=1, maximum=4096),
         Option("stride", int, 1, "tokens between occlusion windows", minimum=1, maximum=4096),
-        BASELINE, OUTPUT, batch_option("perturbations_per_eval"),
+        BASELINE, OUTPUT, batch_option("perturbations_per_eval"), GRANULARITY,
     )
 
     def __init__(self, model: Model, *, window: int = 1, stride: int = 1, baseline: str = "pad", output: str | None = None,
-                 perturbations_per_eval: int | None = None):
-        super().__init__(model, baseline=baseline, output=output, batch_size=perturbations_per_eval)
+                 perturbations_per_eval: int | None = None, granularity: str = "token"):
+        super().__init__(model, baseline=baseline, output=output, batch_size=perturbations_per_eval,
+                         granularity=granularity)
         self.perturbations_per_eval = self.batch_size
         self.window = self._parse("window", window)
         self.stride = self._parse("stride", stride)

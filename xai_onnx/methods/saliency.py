@@ -17,8 +17,9 @@ from .base import Computed, Explainer, Item, Result, TargetSpec, target_weights
 class _GradientMethod(Explainer):
     needs_gradient = True
 
-    def __init__(self, model: Model, *, baseline: str = "pad", output: str | None = None, batch_size: int | None = None):
-        super().__init__(model, baseline=baseline, output=output, batch_size=batch_size)
+    def __init__(self, model: Model, *, baseline: str = "pad", output: str | None = None, batch_size: int | None = None,
+                 granularity: str = "token"):
+        super().__init__(model, baseline=baseline, output=output, batch_size=batch_size, granularity=granularity)
 
     def score(self, item: Item, grad: np.ndarray) -> np.ndarray:
         """Per-token scores from dF/dx of shape (seq, dim), float64."""
@@ -74,6 +75,7 @@ class Saliency(_GradientMethod):
     """Per-token L2 norm of the gradient of the target output with respect to the token's embedding."""
 
     name = "saliency"
+    word_merge = "norm"  # a word's gradient norm: the norm of its tokens' stacked gradients
 
     def score(self, item: Item, grad: np.ndarray) -> np.ndarray:
         return np.linalg.norm(grad, axis=-1)
