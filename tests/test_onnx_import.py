@@ -151,6 +151,7 @@ def _parity(src: Path, bundle: Path) -> None:
         _close(r.scores, attr[0, :, 0].detach().numpy(), tolerance=1e-3)
 
 
+@pytest.mark.slow  # exports a tiny model through optimum (torch): about a minute, once per run
 @pytest.mark.parametrize("arch", FAST)
 def test_imported_matches_captum(imported, arch):
     _parity(*imported(arch))
@@ -162,6 +163,7 @@ def test_imported_matches_captum_all_architectures(imported, arch):
     _parity(*imported(arch))
 
 
+@pytest.mark.slow  # exports a tiny model through optimum (torch): about a minute, once per run
 def test_manifest_records_validation_and_io(imported):
     _, bundle = imported("bert")
     m = json.loads((bundle / "manifest.json").read_text())
@@ -175,6 +177,7 @@ def test_manifest_records_validation_and_io(imported):
     assert not any(i.name == "input_ids" for i in graph.input)
 
 
+@pytest.mark.slow  # exports a tiny model through optimum (torch): about a minute, once per run
 def test_bundle_is_built_aside_and_moved_in(optimum_dir, tmp_path, monkeypatch):
     from xai_onnx_exporters import ValidationError
     from xai_onnx_exporters.onnx_import import validate_fd
@@ -187,6 +190,7 @@ def test_bundle_is_built_aside_and_moved_in(optimum_dir, tmp_path, monkeypatch):
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # exports a tiny model through optimum (torch): about a minute, once per run
 def test_quantized_model_is_forward_only(optimum_dir, tmp_path):
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -207,6 +211,7 @@ def test_quantized_model_is_forward_only(optimum_dir, tmp_path):
         Saliency(model).explain(TEXTS[:1])
 
 
+@pytest.mark.slow  # exports a tiny model through optimum (torch): about a minute, once per run
 def test_cli_import(optimum_dir, tmp_path):
     _, onnx_dir = optimum_dir("bert")
     proc = subprocess.run([sys.executable, "-m", "xai_onnx_exporters.onnx_import.cli", "--model", str(onnx_dir / "model.onnx"),
@@ -234,6 +239,7 @@ BLOCK_TORCH = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # exports a tiny model through optimum (torch): about a minute, once per run
 def test_import_runs_without_torch(optimum_dir, tmp_path):
     _, onnx_dir = optimum_dir("bert")
     code = BLOCK_TORCH + textwrap.dedent(f"""
