@@ -203,8 +203,10 @@ def test_int8_gradient_graph_is_opt_in_and_runs(tmp_path):
         Model(tmp_path / "plain", precision="int8")
     with pytest.raises(InputError):
         Model(tmp_path / "plain", precision="bf16")
-    with pytest.raises(ExportInputError, match="no-gradient"):
-        export_bundle(src, tmp_path / "bad", int8=True, gradient=False)
+    # --int8 --no-gradient: the int8 forward graph alone (forward-only methods run on it)
+    fwd = export_bundle(src, tmp_path / "fwd8", int8=True, gradient=False)
+    assert fwd.gradient is None and fwd.gradient_int8 is None and fwd.forward_int8 is not None
+    assert "int8_forward" in fwd.validation
 
 
 @pytest.mark.slow  # exports a model through torch
