@@ -9,25 +9,15 @@ import sys
 
 import numpy as np
 import pytest
+from inprocess import run_cli
 
 from xai_onnx import IntegratedGradients, Model
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    """The CLI run in this process (an interpreter start-up per call made these tests slow): exit code and output.
-    test_predict_json runs the real `python -m xai_onnx.cli`."""
-    import contextlib
-    import io
-
-    from xai_onnx.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as exc:  # argparse's usage errors
-            code = int(exc.code or 0)
-    return subprocess.CompletedProcess(["xai-onnx", *args], code, out.getvalue(), err.getvalue())
+    """The CLI in this process (an interpreter start-up per call made these tests slow); test_predict_json runs the
+    real `python -m xai_onnx.cli`."""
+    return run_cli(*args)
 
 
 def test_predict_json(handmade):

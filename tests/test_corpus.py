@@ -3,12 +3,10 @@ fields; JSONL split on newline only; format by extension or --input-format; outp
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-from types import SimpleNamespace
 
 import pytest
+from inprocess import run_cli
 
 from xai_onnx import Model
 from xai_onnx.influence import InfluenceIndex
@@ -18,17 +16,8 @@ from xai_onnx.io import read_labelled, read_records, read_texts
 SEPARATORS = ["\u2028", "\u2029", "\x0c", "\x85", "\x1c", "\x1d", "\x1e", "\x0b"]
 
 
-def cli(*args: str) -> SimpleNamespace:
-    """The CLI run in this process (no interpreter start-up per call): exit code, stdout and stderr."""
-    from xai_onnx.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as exc:  # argparse's usage errors
-            code = int(exc.code or 0)
-    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+def cli(*args: str):
+    return run_cli(*args)
 
 
 def test_jsonl_is_split_on_newline_only(tmp_path):

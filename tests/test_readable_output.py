@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import re
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from inprocess import run_cli
 
 from xai_onnx import IntegratedGradients, Model, Occlusion, Saliency
 from xai_onnx.html import MAGNITUDE, NEGATIVE, POSITIVE, render
@@ -19,17 +18,8 @@ from xai_onnx.report import class_words, words
 TEXTS = ["a very good fun movie", "the movie very dull a", "not fun bad movie"]
 
 
-def cli(*args: str) -> SimpleNamespace:
-    """The CLI run in this process (no interpreter start-up per call): exit code, stdout and stderr."""
-    from xai_onnx.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as exc:  # argparse's usage errors
-            code = int(exc.code or 0)
-    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+def cli(*args: str):
+    return run_cli(*args)
 
 
 @pytest.fixture(scope="module")
