@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from blocking import blocker
 
 onnx = pytest.importorskip("onnx", reason="the import extra (onnx) is not installed")
 
@@ -28,7 +29,7 @@ SLOW = ("distilbert", "roberta", "xlm-roberta", "electra", "albert", "mpnet", "d
 def _build_deberta(d: Path) -> Path:
     import torch
     import transformers as tf
-    from tiny_models import LABELS, MAX_POS, _tokenizer
+    from tiny_models import LABELS, MAX_POS, save_with_scaled_head
 
     torch.manual_seed(0)
     d.mkdir(parents=True, exist_ok=True)
@@ -36,14 +37,7 @@ def _build_deberta(d: Path) -> Path:
                              max_position_embeddings=MAX_POS, num_labels=3, id2label=LABELS,
                              label2id={v: k for k, v in LABELS.items()}, relative_attention=True, pos_att_type=["p2c", "c2p"],
                              position_buckets=8, max_relative_positions=16, pooler_hidden_size=24, type_vocab_size=0)
-    model = tf.DebertaV2ForSequenceClassification(cfg).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "classifier" in name:
-                p.mul_(20.0)
-    model.save_pretrained(d)
-    _tokenizer(d)
-    return d
+    return save_with_scaled_head(tf.DebertaV2ForSequenceClassification(cfg).eval(), d)
 
 
 _SOURCES: dict[str, Path] = {}
@@ -225,18 +219,7 @@ def test_cli_import(optimum_dir, tmp_path):
     assert proc.returncode == 2 and "source not found" in proc.stderr
 
 
-BLOCK_TORCH = textwrap.dedent("""
-    import sys
-    BLOCKED = ("torch", "transformers", "optimum", "onnxscript", "captum", "sentence_transformers")
-
-    class Block:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in BLOCKED:
-                raise ImportError(f"{name} is blocked in this test")
-            return None
-
-    sys.meta_path.insert(0, Block())
-""")
+BLOCK_TORCH = blocker("torch", "transformers", "optimum", "onnxscript", "captum", "sentence_transformers")
 
 
 @pytest.mark.slow  # exports a tiny model through optimum (torch): about a minute, once per run

@@ -6,19 +6,10 @@ import subprocess
 import sys
 import textwrap
 
-BLOCKER = textwrap.dedent("""
-    import sys
-    BLOCKED = ("torch", "transformers", "optimum", "onnx", "onnxscript", "captum", "sentence_transformers",
-               "xai_onnx_exporters", "scipy", "sklearn")
+from blocking import blocker
 
-    class Block:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in BLOCKED:
-                raise ImportError(f"{name} is blocked in this test")
-            return None
-
-    sys.meta_path.insert(0, Block())
-""")
+BLOCKER = blocker("torch", "transformers", "optimum", "onnx", "onnxscript", "captum", "sentence_transformers",
+                  "xai_onnx_exporters", "scipy", "sklearn")
 
 
 def run_blocked(code: str) -> subprocess.CompletedProcess:

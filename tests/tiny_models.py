@@ -69,8 +69,15 @@ def build_classifier(arch: str, d: Path, seed: int = 0, labels: dict[int, str] |
     torch.manual_seed(seed)
     d.mkdir(parents=True, exist_ok=True)
     config, cls = _config(arch, labels, head)
-    model = cls(config).eval()
-    with torch.no_grad():  # random init leaves logits near 0; scale the head so probabilities are far from uniform
+    return save_with_scaled_head(cls(config).eval(), d)
+
+
+def save_with_scaled_head(model, d: Path) -> Path:
+    """Save a random classifier and the tiny tokenizer in ``d``; the head is scaled first, since random init leaves
+    logits near 0 and probabilities near uniform."""
+    import torch
+
+    with torch.no_grad():
         for name, p in model.named_parameters():
             if "classifier" in name:
                 p.mul_(20.0)
