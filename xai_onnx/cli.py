@@ -193,13 +193,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def make_explainer(model: Any, method: str, options: dict[str, Any]):
-    """Kept for callers of earlier versions: :func:`xai_onnx.registry.make_explainer`."""
-    from .registry import make_explainer as make
-
-    return make(model, method, options)
-
-
 def _format_text(r: Any, record: Record | None = None) -> str:
     where = ""
     if record is not None and record.row is not None:

@@ -65,9 +65,6 @@ class Item:
         assert self.objective is not None
         return self.objective.feeds(n_rows, self.x.shape[0])
 
-    def weights(self, n_labels: int, output: str, n_rows: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-        return target_weights([self.target] * n_rows, n_labels, output)
-
     def group(self, rows: np.ndarray) -> RowGroup:
         """Rows of this item's input (n, seq, dim) with the objective's gradient-graph inputs."""
         return RowGroup(rows, self.encoded.type_ids, feeds=self.feeds(rows.shape[0]))
