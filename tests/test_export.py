@@ -118,6 +118,7 @@ def test_sentence_encoder_pooling_decides_the_first_token_cut(tmp_path, pooling)
         np.testing.assert_allclose(feats, (h.mean(0) if pooling == "mean" else h[0]).numpy(), atol=1e-5)
 
 
+@pytest.mark.slow  # runs the exporter (torch, transformers)
 @pytest.mark.parametrize("arch", ["bert", "distilbert"])
 def test_first_token_cut_is_exact_and_undone_after_tracing(tmp_path, arch):
     from xai_onnx_exporters.sources import first_token_last_layer, prepare
@@ -269,11 +270,13 @@ def _assert_clean_failure(proc: subprocess.CompletedProcess, out: Path, needle: 
     assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]
 
 
+@pytest.mark.slow  # runs the exporter (torch, transformers)
 def test_missing_directory(tmp_path):
     out = tmp_path / "b"
     _assert_clean_failure(run_cli("export", str(tmp_path / "nope"), str(out)), out, "not found")
 
 
+@pytest.mark.slow  # runs the exporter (torch, transformers)
 def test_unsupported_model_type(tmp_path):
     (tmp_path / "gpt").mkdir()
     (tmp_path / "gpt" / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
@@ -284,6 +287,7 @@ def test_unsupported_model_type(tmp_path):
         assert arch in proc.stderr
 
 
+@pytest.mark.slow  # runs the exporter (torch, transformers)
 def test_head_width_mismatch(tmp_path):
     src, _ = build_sentence_encoder(tmp_path / "enc")
     np.savez(tmp_path / "bad.npz", W=np.zeros((2, 7), np.float32), b=np.zeros(2, np.float32), labels=np.array(["x", "y"]))
@@ -291,6 +295,7 @@ def test_head_width_mismatch(tmp_path):
     _assert_clean_failure(run_cli("export", str(src), str(out), "--head", str(tmp_path / "bad.npz")), out, "width")
 
 
+@pytest.mark.slow  # runs the exporter (torch, transformers)
 def test_max_length_over_position_limit(tmp_path):
     src = build_classifier("roberta", tmp_path / "m")
     out = tmp_path / "b"
@@ -298,6 +303,7 @@ def test_max_length_over_position_limit(tmp_path):
     _assert_clean_failure(proc, out, f"position limit of {MAX_POS - 2}")
 
 
+@pytest.mark.slow  # runs the exporter (torch, transformers)
 def test_unwritable_output(tmp_path):
     src = build_classifier("bert", tmp_path / "m")
     out = Path("/proc/xai-onnx-test/bundle")
@@ -305,6 +311,7 @@ def test_unwritable_output(tmp_path):
     assert proc.returncode == 2 and "cannot write" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # runs the exporter (torch, transformers)
 def test_non_empty_output_refused(tmp_path):
     src = build_classifier("bert", tmp_path / "m")
     out = tmp_path / "b"

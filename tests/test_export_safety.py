@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test here exports a tiny model through torch
+
 torch = pytest.importorskip("torch", reason="exporter tests need the export extras: pip install '.[export]'")
 
 from tiny_models import build_classifier  # noqa: E402

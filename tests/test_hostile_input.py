@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import SST2_MODEL
+from inprocess import run_cli
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
 from xai_onnx import InputError, Model
@@ -19,7 +20,11 @@ from xai_onnx.tokenization import TextEncoder
 
 
 def cli(*args: str | bytes) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "xai_onnx.cli", *args], capture_output=True, timeout=300)
+    """The CLI with bytes for stdout and stderr: in this process, or in a new one where argv holds raw bytes."""
+    if any(isinstance(a, bytes) for a in args):
+        return subprocess.run([sys.executable, "-m", "xai_onnx.cli", *args], capture_output=True, timeout=300)
+    proc = run_cli(*(str(a) for a in args))
+    return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.encode(), proc.stderr.encode())
 
 
 def one_line_usage_error(proc: subprocess.CompletedProcess, needle: str) -> str:
