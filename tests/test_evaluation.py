@@ -167,3 +167,101 @@ def test_leave_one_out_follows_removal(model, handmade, removal):
     occ = Occlusion(model, output="logit")
     tau = ev.evaluate(TEXTS[:1], {"occlusion": occ}).methods[0].tau_loo
     assert tau == pytest.approx(kendall_tau(occ.explain(TEXTS[:1])[0].scores[1:-1], got[0][1:-1]))
+
+
+# ---- sentence pairs: only the chosen segment's tokens are ranked and removed -----------------------------------
+@pytest.fixture(scope="module")
+def pair_model(tmp_path_factory):
+    """The handmade bundle with a pair template: [CLS] A [SEP] B [SEP]."""
+    from handmade import _tokenizer, build
+    from tokenizers import processors
+
+    d = tmp_path_factory.mktemp("pairs") / "b"
+    params = build(d)
+    tok = _tokenizer()
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+                                                       special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    (d / "tokenizer.json").write_text(tok.to_str(), encoding="utf-8")
+    return Model(d), params, d
+
+
+PAIRS = [("the movie very dull", "a good fun"), ("not fun", "bad movie very dull a")]  # no word twice: no tied LOO
+
+
+@pytest.mark.parametrize("segment", ["text", "text_pair", "both"])
+def test_pairs_remove_tokens_of_the_explained_segment_only(pair_model, segment):
+    model, params, _ = pair_model
+    ev = FaithfulnessEvaluator(model, fractions=(0.5, 1.0), output="logit", segment=segment)
+    occ = Occlusion(model, output="logit")
+    report = ev.evaluate(PAIRS, {"occlusion": occ})
+    assert report.settings["segment"] == segment and report.settings["pairs"] and report.settings["n_texts"] == 2
+    comp, suff, taus = [], [], []
+    for (a, b), attr in zip(PAIRS, occ.explain(PAIRS)):
+        wa, wb = [VOCAB.index(w) for w in a.split()], [VOCAB.index(w) for w in b.split()]
+        ids = [2, *wa, 3, *wb, 3]
+        sep = len(wa) + 1
+        # the ranked positions: the chosen text's tokens, never [CLS] or either [SEP]
+        pos = {"text": list(range(1, sep)), "text_pair": list(range(sep + 1, len(ids) - 1)),
+               "both": [*range(1, sep), *range(sep + 1, len(ids) - 1)]}[segment]
+        target = int(np.argmax(reference_logits(params, ids)))
+        fx = reference_logits(params, ids)[target]
+        order = [pos[j] for j in np.argsort(-np.asarray(attr.scores)[pos], kind="stable")]
+
+        def f(removed, ids=ids, target=target):
+            return reference_logits(params, [t for i, t in enumerate(ids) if i not in set(removed)])[target]
+
+        n = len(pos)
+        ks = [math.ceil(0.5 * n), n]
+        comp.append([fx - f(order[:k]) for k in ks])
+        suff.append([fx - f(order[k:]) for k in ks])
+        loo = [fx - f([p]) for p in pos]
+        taus.append(kendall_tau(np.asarray(attr.scores)[pos], np.asarray(loo)))
+    m = report.methods[0]
+    np.testing.assert_allclose(m.comprehensiveness, np.mean(comp, axis=0), atol=1e-5)
+    np.testing.assert_allclose(m.sufficiency, np.mean(suff, axis=0), atol=1e-5)
+    assert m.tau_loo == pytest.approx(np.mean(taus))
+    assert "stays whole" in report.settings["definitions"]["segment"] or segment == "both"
+
+
+def test_pairs_word_granularity_and_leave_one_out(pair_model):
+    model, params, _ = pair_model
+    ev = FaithfulnessEvaluator(model, output="logit", segment="text_pair", granularity="word")
+    r = ev.evaluate([p[0] for p in PAIRS], {"occlusion": Occlusion(model, output="logit")},
+                    text_pairs=[p[1] for p in PAIRS])
+    assert r.methods[0].n_texts == 2 and r.settings["granularity"] == "word"
+    # every word is one token here, so word level equals token level
+    tok = FaithfulnessEvaluator(model, output="logit", segment="text_pair").evaluate(
+        PAIRS, {"occlusion": Occlusion(model, output="logit")})
+    np.testing.assert_allclose(r.methods[0].comprehensiveness, tok.methods[0].comprehensiveness, atol=1e-6)
+    loo = FaithfulnessEvaluator(model, output="logit", segment="text").leave_one_out(PAIRS)
+    assert loo[0][0] == 0 and loo[0][5] == 0 and np.all(loo[0][6:] == 0) and np.any(loo[0][1:5] != 0)
+
+
+def test_pairs_bad_input(pair_model, model):
+    pm = pair_model[0]
+    with pytest.raises(InputError, match="segment must be one of"):
+        FaithfulnessEvaluator(pm, segment="second")
+    with pytest.raises(InputError, match="needs sentence pairs"):
+        FaithfulnessEvaluator(pm, segment="text_pair").evaluate(["good movie"], {"s": Saliency(pm)})
+    with pytest.raises(InputError, match="no text with a token to remove in the chosen segment"):
+        FaithfulnessEvaluator(pm, segment="text_pair").evaluate([("good movie", "")], {"s": Saliency(pm)})
+
+
+def test_cli_evaluate_on_pairs(pair_model, tmp_path):
+    from inprocess import run_cli
+
+    d = pair_model[2]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"text": a, "text_pair": b, "label": 1}) + "\n" for a, b in PAIRS))
+    out = tmp_path / "r.json"
+    proc = run_cli("evaluate", str(d), "--data", str(data), "--methods", "occlusion", "--segment", "text_pair",
+                   "--output", "logit", "--out", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads(out.read_text())
+    model = pair_model[0]
+    direct = FaithfulnessEvaluator(model, output="logit", segment="text_pair").evaluate(
+        PAIRS, {"occlusion": Occlusion(model, output="logit")})
+    np.testing.assert_allclose(rep["methods"][0]["comprehensiveness"], direct.methods[0].comprehensiveness, atol=1e-7)
+    data.write_text(json.dumps({"text": "good", "text_pair": "bad"}) + "\n" + json.dumps({"text": "fun"}) + "\n")
+    proc = run_cli("evaluate", str(d), "--data", str(data), "--methods", "occlusion", "--quiet")
+    assert proc.returncode == 2 and "text_pair" in proc.stderr and "Traceback" not in proc.stderr

@@ -302,13 +302,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     check_output(args.out, "--out")
     model = _model(args)
-    texts = _limited(args, _read(args, args.data, data=True)).texts
+    records = _limited(args, _read(args, args.data, data=True))
     from .registry import make_explainer, parse_methods
 
     names = parse_methods(args.methods)
     explainers = {name: make_explainer(model, name, {"output": args.output}) for name in names}
-    evaluator = FaithfulnessEvaluator(model, removal=args.removal, output=args.output, random_state=args.random_state)
-    report = evaluate_with_progress(evaluator, texts, explainers, quiet=args.quiet)
+    evaluator = FaithfulnessEvaluator(model, removal=args.removal, output=args.output, random_state=args.random_state,
+                                      segment=args.segment)
+    report = evaluate_with_progress(evaluator, records.texts, explainers, text_pairs=_text_pairs(records),
+                                    quiet=args.quiet)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump(report.to_dict(), f, indent=2)
@@ -556,6 +558,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, metadata.EntryPoi
     p.add_argument("--methods", default="ig,saliency,grad_x_input,occlusion,fd", help="comma-separated")
     _corpus_options(p)
     p.add_argument("--removal", choices=("delete", "pad", "mask"), default="delete")
+    p.add_argument("--segment", choices=("both", "text", "text_pair"), default="both",
+                   help="sentence pairs (rows with text_pair): rank and remove the tokens of both texts (default), or "
+                   "of the first or the second text only, the other kept whole")
     p.add_argument("--output", choices=("prob", "logit"), default="prob")
     p.add_argument("--random-state", type=int, default=0)
     p.add_argument("--out", default=None, help="also write the JSON report here")

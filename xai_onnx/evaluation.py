@@ -18,6 +18,7 @@ from .progress import Progress
 from .tokenization import Encoded
 
 REMOVALS = ("delete", "pad", "mask")
+SEGMENTS = ("both", "text", "text_pair")
 DEFAULT_FRACTIONS = tuple(k / 10 for k in range(1, 11))
 
 
@@ -123,11 +124,18 @@ class FaithfulnessEvaluator:
     granularity : ``"token"`` (default) ranks and removes tokens; ``"word"`` ranks words (token scores merged as
         each explainer's ``word_merge`` says, or its word scores) and removes all of a word's tokens at once; the
         fractions are then of the words.
+    segment : for sentence pairs, which text's tokens are ranked and removed: ``"both"`` (default: every
+        non-special token of the two texts), ``"text"`` (the first: premise, query) or ``"text_pair"`` (the second:
+        hypothesis, passage). The other text stays whole, and separators and special tokens are never removed.
+        Single texts take ``"both"`` or ``"text"`` (the same thing).
     """
 
     def __init__(self, model: Model, *, fractions: Sequence[float] = DEFAULT_FRACTIONS, removal: str = "delete",
                  output: str = "prob", random_state: int | None = 0, batch_size: int | None = None,
-                 granularity: str = "token"):
+                 granularity: str = "token", segment: str = "both"):
+        if model.manifest.task != "sequence-classification":
+            raise InputError(f"evaluate needs a sequence classifier (single texts or pairs); bundle {model.path} is "
+                             f"{model.manifest.task}")
         if removal not in REMOVALS:
             raise InputError(f"removal must be one of {REMOVALS}, got {removal!r}")
         if output not in ("prob", "logit"):
@@ -140,6 +148,25 @@ class FaithfulnessEvaluator:
         if granularity not in ("token", "word"):
             raise InputError(f"granularity must be 'token' or 'word', got {granularity!r}")
         self.granularity = granularity
+        if segment not in SEGMENTS:
+            raise InputError(f"segment must be one of {SEGMENTS}, got {segment!r}")
+        self.segment = segment
+
+    def _rankable(self, enc: Encoded) -> np.ndarray:
+        """Bool mask of the positions this evaluation ranks and removes: non-special, in the chosen segment."""
+        seg = enc.segment_ids()
+        if self.segment == "both":
+            return seg >= 0
+        return seg == (0 if self.segment == "text" else 1)
+
+    def _words(self, enc: Encoded) -> tuple[list[np.ndarray], np.ndarray]:
+        """The chosen segment's words (token positions of each) and their indices among all the text's words."""
+        from .perturbation import word_groups
+
+        groups = word_groups(enc)
+        rankable = self._rankable(enc)
+        index = np.array([j for j, g in enumerate(groups) if rankable[g[0]]], dtype=np.int64)
+        return [np.asarray(groups[j], dtype=np.int64) for j in index], index
 
     # ---- F on token subsets ----------------------------------------------------------------------------------------
     def _variants(self, enc: Encoded, removed: list[np.ndarray]) -> list[RowGroup]:
@@ -163,7 +190,7 @@ class FaithfulnessEvaluator:
         ``units`` (the token positions of each word), rankings order the units and a unit is removed whole."""
         n = len(rankings[0])
         ks = [max(1, math.ceil(f * n - 1e-9)) for f in self.fractions] if n else []
-        all_pos = np.flatnonzero(~enc.special)
+        all_pos = np.flatnonzero(self._rankable(enc))
 
         def tokens(order: np.ndarray) -> np.ndarray:
             if units is None:
@@ -191,8 +218,9 @@ class FaithfulnessEvaluator:
         return results
 
     def _leave_one_out(self, enc: Encoded, target: int, fx: float) -> np.ndarray:
-        """F(x) - F(x with token i removed the evaluation's way), for each non-special position i: shape (seq,)."""
-        pos = np.flatnonzero(~enc.special)
+        """F(x) - F(x with token i removed the evaluation's way), for each ranked position i: shape (seq,), 0
+        elsewhere."""
+        pos = np.flatnonzero(self._rankable(enc))
         scores = np.zeros(len(enc))
         if len(pos):
             scores[pos] = self._loo(enc, target, fx, [np.array([p]) for p in pos])
@@ -204,10 +232,11 @@ class FaithfulnessEvaluator:
         return fx - target_output(np.concatenate([o["logits"] for o in outs]).astype(np.float64), target, self.output)
 
     # ---- public API ------------------------------------------------------------------------------------------------
-    def leave_one_out(self, texts: Sequence[str]) -> list[np.ndarray]:
-        """Leave-one-out scores as tau(LOO) uses them: per text, F(x) - F(x with token i removed this evaluator's way)
-        for the predicted class, shape (n_tokens,), 0 at special tokens."""
-        encoded = self.model.encode(texts)
+    def leave_one_out(self, texts: Any, text_pairs: Sequence[str] | None = None) -> list[np.ndarray]:
+        """Leave-one-out scores as tau(LOO) uses them: per text (or pair), F(x) - F(x with token i removed this
+        evaluator's way) for the predicted class, shape (n_tokens,), 0 at special tokens and outside the segment."""
+        inputs = self.model.inputs(texts, text_pairs)
+        encoded = self.model.encode(inputs.texts, inputs.pairs)
         logits, _ = self.model.forward_encoded(encoded)
         out = []
         for e, lg in zip(encoded, logits):
@@ -216,18 +245,24 @@ class FaithfulnessEvaluator:
             out.append(self._leave_one_out(e, t, fx))
         return out
 
-    def evaluate(self, texts: Sequence[str], explainers: Mapping[str, Explainer], *,
+    def evaluate(self, texts: Any, explainers: Mapping[str, Explainer], *, text_pairs: Sequence[str] | None = None,
                  progress: Callable[[int], None] | None = None) -> FaithfulnessReport:
-        """Evaluate each explainer on ``texts``; texts with no non-special token are skipped."""
+        """Evaluate each explainer on ``texts`` (strings, or (text, text_pair) couples, or texts with
+        ``text_pairs``); texts with no token to remove (in the chosen segment) are skipped."""
         if not explainers:
             raise InputError("give at least one explainer to evaluate")
         for name, ex in explainers.items():
             if ex.output != self.output:
                 raise InputError(f"explainer {name!r} explains output={ex.output!r}, the evaluation uses {self.output!r}")
-        encoded = [e for e in self.model.encode(texts) if (~e.special).any()]
+        inputs = self.model.inputs(texts, text_pairs)
+        if inputs.pairs is None and self.segment == "text_pair":
+            raise InputError("segment='text_pair' needs sentence pairs: give (text, text_pair) couples")
+        encoded = [e for e in self.model.encode(inputs.texts, inputs.pairs) if self._rankable(e).any()]
         if not encoded:
-            raise InputError("no text with a token to remove: give non-empty texts")
+            what = "in the chosen segment " if self.segment != "both" else ""
+            raise InputError(f"no text with a token to remove {what}: give non-empty texts")
         kept = [e.text for e in encoded]
+        kept_pairs = [e.text_pair or "" for e in encoded] if inputs.pairs is not None else None
         # leave-one-out follows the removal: each token deleted, or replaced by [PAD] / [MASK] (then it is occlusion
         # with window 1 and that baseline)
         logits, _ = self.model.forward_encoded(encoded)
@@ -242,21 +277,20 @@ class FaithfulnessEvaluator:
         attributions = {}
         for name, ex in explainers.items():
             t0 = time.perf_counter()
-            attributions[name] = ex.attributions(kept)
+            attributions[name] = ex.attributions(kept, text_pairs=kept_pairs)
             timing[name] = (time.perf_counter() - t0) / len(kept)
         for i, enc in enumerate(encoded):
-            pos = np.flatnonzero(~enc.special)
+            rankable = self._rankable(enc)
+            pos = np.flatnonzero(rankable)
             target, fx = targets[i], fxs[i]
             rankings = []
             units = None
             if self.granularity == "word":
-                from .perturbation import word_groups
-
-                units = [np.asarray(g, dtype=np.int64) for g in word_groups(enc)]
+                units, _ = self._words(enc)
                 pos = np.arange(len(units))  # rankings order the words
             unit_scores = {name: self._unit_scores(attributions[name][i], ex, enc) for name, ex in explainers.items()}
             # leave-one-out over the ranked units: each token, or each whole word, removed the evaluation's way
-            loo_units = loo_scores[i][~enc.special] if units is None else self._loo(enc, target, fx, units)
+            loo_units = loo_scores[i][rankable] if units is None else self._loo(enc, target, fx, units)
             for name in explainers:
                 rankings.append(pos[np.argsort(-unit_scores[name], kind="stable")])
             rankings.append(np.random.default_rng(int(seeds[i])).permutation(pos))
@@ -282,9 +316,10 @@ class FaithfulnessEvaluator:
             methods=tuple(summarise(n, per_method[n], timing[n], True) for n in explainers),
             random=summarise("random", rand, None, False),
             settings={"random_state": self.random_state, "n_texts": len(kept), "skipped": len(texts) - len(kept),
-                      "granularity": self.granularity,
+                      "granularity": self.granularity, "segment": self.segment,
+                      "pairs": inputs.pairs is not None,
                       "explainers": {n: ex.settings() for n, ex in explainers.items()},
-                      "definitions": definitions(self.removal)},
+                      "definitions": definitions(self.removal, self.segment)},
         )
 
     def _unit_scores(self, attr: Any, explainer: Explainer, enc: Encoded) -> np.ndarray:
@@ -293,20 +328,25 @@ class FaithfulnessEvaluator:
             if attr.granularity == "word":
                 raise InputError(f"{attr.method} gives word scores: evaluate with granularity='word', or build it with "
                                  "granularity='token'")
-            return np.asarray(attr.scores)[~enc.special]
+            return np.asarray(attr.scores)[self._rankable(enc)]
+        _, index = self._words(enc)
         if attr.granularity == "word":
-            return np.asarray(attr.scores)
+            return np.asarray(attr.scores)[index]
         from .granularity import to_words
         from .perturbation import word_groups
 
-        return np.asarray(to_words(attr, merge=explainer.word_merge, groups=word_groups(enc)).scores)
+        return np.asarray(to_words(attr, merge=explainer.word_merge, groups=word_groups(enc)).scores)[index]
 
 
-def definitions(removal: str) -> dict[str, str]:
+def definitions(removal: str, segment: str = "both") -> dict[str, str]:
     """What each measure is, in words, for the JSON report (ferret's names where they differ)."""
     how = {"delete": "deleted (the sequence gets shorter)", "pad": "replaced by the pad token",
            "mask": "replaced by the mask token"}[removal]
+    where = {"both": "the tokens of both texts of a pair are ranked and removed (never a separator)",
+             "text": "only the first text's tokens are ranked and removed; the second text stays whole",
+             "text_pair": "only the second text's tokens are ranked and removed; the first text stays whole"}[segment]
     return {
+        "segment": f"sentence pairs: {where}; n counts those tokens",
         "removal": f"removed tokens are {how}; special tokens are never removed",
         "ranking": "every non-special token is ranked by its score, highest first (negative scores included)",
         "k": "k = ceil(f * n) for each fraction f, n = the text's non-special tokens, at least 1; ks may repeat on "
@@ -324,10 +364,10 @@ def definitions(removal: str) -> dict[str, str]:
     }
 
 
-def evaluate_with_progress(evaluator: FaithfulnessEvaluator, texts: Sequence[str], explainers: Mapping[str, Explainer],
-                           *, quiet: bool = False) -> FaithfulnessReport:
+def evaluate_with_progress(evaluator: FaithfulnessEvaluator, texts: Any, explainers: Mapping[str, Explainer],
+                           *, text_pairs: Sequence[str] | None = None, quiet: bool = False) -> FaithfulnessReport:
     bar = Progress(len(texts), "evaluate", enabled=None if not quiet else False)
     try:
-        return evaluator.evaluate(texts, explainers, progress=bar.update)
+        return evaluator.evaluate(texts, explainers, text_pairs=text_pairs, progress=bar.update)
     finally:
         bar.close()
