@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from handmade import VOCAB, reference_logits
+from handmade import LABELS, VOCAB, reference_logits
 
 from xai_onnx import (
     METHODS,
@@ -153,6 +153,27 @@ def test_ig_is_exact_on_a_linear_logit(model, params, integration):
 def test_perturbation_methods_are_exact_on_a_linear_logit(model, params, cls):
     for text, r in zip(TEXTS, cls(model, output="logit").explain(TEXTS, target="neutral")):
         np.testing.assert_allclose(r.scores, linear_contributions(params, text, 1), atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", [Occlusion, FiniteDifference])
+def test_perturbation_rows_are_shared_by_the_targets_of_a_text(model, params, cls, monkeypatch):
+    """With target="all" every class of a text reads F off the same perturbed rows: they are built and run once."""
+    rows = []
+    real = Model.run
+
+    def counting(self, groups, **kw):
+        rows.append(sum(g.embeds.shape[0] for g in groups))
+        return real(self, groups, **kw)
+
+    monkeypatch.setattr(Model, "run", counting)
+    every = cls(model, output="logit").explain(TEXTS[:2], target="all")
+    forward_rows, perturbed = rows[0], sum(rows[1:])
+    n_tokens = [len(r.tokens) for r in every[::len(LABELS)]]
+    per_text = [n if cls is Occlusion else 2 * (n - 2) for n in n_tokens]  # windows; fd: +/- per non-special token
+    assert forward_rows == 2 and perturbed == sum(per_text)  # not len(LABELS) times as many
+    for k, r in enumerate(every):
+        np.testing.assert_allclose(r.scores, linear_contributions(params, TEXTS[k // len(LABELS)], k % len(LABELS)),
+                                   atol=1e-5)
 
 
 def test_occlusion_window_averages_over_covering_windows(model, params):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -182,6 +182,20 @@ class Explainer(ABC):
 
     def run(self, groups: Sequence[RowGroup], gradient: bool) -> list[dict[str, np.ndarray]]:
         return self.model.run(groups, gradient=gradient, batch_size=self.batch_size)
+
+    def run_forward_shared(self, items: Sequence[Item],
+                           rows_of: Callable[[Item], np.ndarray]) -> list[dict[str, np.ndarray] | None]:
+        """Forward outputs of ``rows_of(item)`` for each item, running the rows once per distinct input: the items of
+        one text that differ only in their target (``--target all``, the positions of a token classifier) share
+        their perturbed rows. None where an item has no rows."""
+        keys = [(id(it.encoded), id(it.x), id(it.baseline)) for it in items]
+        first: dict[tuple[int, int, int], Item] = {}
+        for k, it in zip(keys, items):
+            first.setdefault(k, it)
+        built = {k: rows_of(it) for k, it in first.items()}
+        todo = [k for k, rows in built.items() if rows.shape[0]]
+        outs = dict(zip(todo, self.run([first[k].group(built[k]) for k in todo], gradient=False)))
+        return [outs.get(k) for k in keys]
 
     # ---- public API --------------------------------------------------------------------------------------------
     def explain(self, texts: Any, *, target: TargetSpec = None, text_pairs: Sequence[str] | None = None,

@@ -31,22 +31,20 @@ class FiniteDifference(Explainer):
         return 2 * n_tokens
 
     def compute(self, items: list[Item]) -> list[Computed]:
-        groups, positions = [], []
-        for it in items:
+        def rows_of(it: Item) -> np.ndarray:
             pos = np.flatnonzero(~it.encoded.special)
             rows = np.repeat(it.x[None], 2 * len(pos), axis=0)  # (2 * n_tokens, seq, dim): + then - per token
             direction = it.x[pos] - it.baseline[pos]
             rows[2 * np.arange(len(pos)), pos] += self.epsilon * direction
             rows[2 * np.arange(len(pos)) + 1, pos] -= self.epsilon * direction
-            groups.append(it.group(rows))
-            positions.append(pos)
-        nonempty = [g for g in groups if g.embeds.shape[0]]
-        outs = iter(self.run(nonempty, gradient=False))
+            return rows
+
         results = []
-        for it, g, pos in zip(items, groups, positions):
+        for it, out in zip(items, self.run_forward_shared(items, rows_of)):
             scores = np.zeros(it.x.shape[0])
-            if g.embeds.shape[0]:
-                f = it.value(next(outs))
+            if out is not None:
+                pos = np.flatnonzero(~it.encoded.special)
+                f = it.value(out)
                 scores[pos] = (f[0::2] - f[1::2]) / (2 * self.epsilon)
             results.append(Computed(scores))
         return results

@@ -52,23 +52,23 @@ class Occlusion(Explainer):
         return len(range(0, n_tokens - min(self.window, n_tokens) + 1, self.stride))
 
     def compute(self, items: list[Item]) -> list[Computed]:
-        groups, starts_all = [], []
-        for it in items:
+        def rows_of(it: Item) -> np.ndarray:
             windows = self.windows(it.encoded)
             rows = np.repeat(it.x[None], len(windows), axis=0)  # (n_windows, seq, dim)
             for r, (a, b) in enumerate(windows):
                 rows[r, a:b] = it.baseline[a:b]
-            groups.append(it.group(rows))
-            starts_all.append(windows)
-        outs = self.run(groups, gradient=False)
+            return rows
+
         results = []
-        for it, out, windows in zip(items, outs, starts_all):
-            drops = it.output_value - it.value(out)  # (n_windows,)
+        for it, out in zip(items, self.run_forward_shared(items, rows_of)):
+            windows = self.windows(it.encoded)
             seq = it.x.shape[0]
             total = np.zeros(seq)
             count = np.zeros(seq)
-            for (a, b), d in zip(windows, drops):
-                total[a:b] += d
-                count[a:b] += 1
+            if out is not None:
+                drops = it.output_value - it.value(out)  # (n_windows,)
+                for (a, b), d in zip(windows, drops):
+                    total[a:b] += d
+                    count[a:b] += 1
             results.append(Computed(np.divide(total, count, out=np.zeros(seq), where=count > 0)))
         return results
