@@ -19,7 +19,10 @@ Three parts, one run (shap, lime, torch and transformers are benchmark-only depe
    values, five seeds each: mean absolute error (and relative L2 error) at 512 evaluations, and ours over a budget
    sweep to find the evaluations we need to reach shap's error at 512.
 3. With ``--n-faith N``: faithfulness (``FaithfulnessEvaluator``, deletion, probability of the predicted class) of
-   IG, occlusion and the three methods at their default budgets, at word and at token level, on the first N texts.
+   IG, occlusion and the three methods at their default budgets, at word and at token level, on the first N texts;
+   then the int8 forward graph (a bundle exported with ``--int8``) against float32 on the same texts: label
+   agreement, probability differences, Spearman between the two precisions' word scores (occlusion, partition_shap)
+   and CPU seconds per text of each.
 4. The machine (lscpu model name), versions, settings.
 """
 
@@ -289,6 +292,36 @@ def faithfulness(bundle: str, texts: list[str], threads: int) -> dict[str, Any]:
     return out
 
 
+# ---- part 4: the int8 forward graph against float32, on real text --------------------------------------------------
+def int8_fidelity(bundle: str, texts: list[str], threads: int) -> dict[str, Any]:
+    """Predictions and word rankings of the forward-only methods on the int8 forward graph against float32, on the
+    same texts; CPU seconds per text of each."""
+    from xai_onnx import Model
+    from xai_onnx.methods import Occlusion, PartitionShap
+
+    f32, i8 = Model(bundle, threads=threads), Model(bundle, threads=threads, precision="int8")
+    if f32.manifest.forward_int8 is None:
+        return {"skipped": "the bundle has no int8 forward graph: export it with --int8"}
+    p32, p8 = f32.predict(texts), i8.predict(texts)
+    agree = float(np.mean([a.label == b.label for a, b in zip(p32, p8)]))
+    dprob = [abs(a.probabilities[a.label] - b.probabilities[a.label]) for a, b in zip(p32, p8)]
+    out: dict[str, Any] = {"n_texts": len(texts), "label_agreement": agree, "mean_abs_probability_difference":
+                           float(np.mean(dprob)), "max_abs_probability_difference": float(np.max(dprob)), "methods": {}}
+    for name, make in (("occlusion", lambda m: Occlusion(m, granularity="word")),
+                       ("partition_shap", lambda m: PartitionShap(m, samples=500, random_state=0))):
+        runs = {}
+        for tag, model in (("float32", f32), ("int8", i8)):
+            t0 = time.process_time()
+            runs[tag] = make(model).explain(texts)
+            runs[tag + "_cpu_s_per_text"] = (time.process_time() - t0) / len(texts)
+        rho = [spearman(np.asarray(a.scores), np.asarray(b.scores)) for a, b in zip(runs["float32"], runs["int8"])
+               if len(a.scores) > 1]
+        out["methods"][name] = {"spearman_mean": float(np.nanmean(rho)), "spearman_min": float(np.nanmin(rho)),
+                                "cpu_s_per_text_float32": runs["float32_cpu_s_per_text"],
+                                "cpu_s_per_text_int8": runs["int8_cpu_s_per_text"]}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("bundle")
@@ -329,6 +362,10 @@ def main() -> None:
     if args.n_faith:
         print("part 3: faithfulness", flush=True)
         result["faithfulness"] = faithfulness(args.bundle, texts[:args.n_faith], args.faith_threads)
+        save()
+        print("part 4: int8 forward graph against float32", flush=True)
+        result["int8_forward"] = int8_fidelity(args.bundle, texts[:args.n_faith], args.threads)
+        print(json.dumps(result["int8_forward"], indent=1), flush=True)
         save()
 
 

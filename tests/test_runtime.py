@@ -176,6 +176,22 @@ def test_perturbation_rows_are_shared_by_the_targets_of_a_text(model, params, cl
                                    atol=1e-5)
 
 
+@pytest.mark.parametrize("cls", [IntegratedGradients, Occlusion])
+def test_many_targets_are_computed_a_few_at_a_time(model, cls, monkeypatch):
+    """The rows a compute call holds stay under chunk_token_rows whatever the number of targets; same results."""
+    whole = cls(model, output="logit").explain(TEXTS[:1], target="all")
+    n = len(whole[0].tokens)
+    calls = []
+    real = cls.compute
+    monkeypatch.setattr(cls, "compute", lambda self, items: calls.append(len(items)) or real(self, items))
+    monkeypatch.setattr(cls, "chunk_token_rows", cls(model).evaluations(n) * n)  # one text's rows
+    sliced = cls(model, output="logit").explain(TEXTS[:1], target="all")
+    # IG: one target a call; occlusion's targets share one text's rows, so they stay together
+    assert calls == ([1] * len(LABELS) if cls is IntegratedGradients else [len(LABELS)])
+    for a, b in zip(whole, sliced):
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6, atol=1e-7)
+
+
 def test_occlusion_window_averages_over_covering_windows(model, params):
     text = "the movie was very dull"
     contrib = linear_contributions(params, text, 0)

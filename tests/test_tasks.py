@@ -177,6 +177,44 @@ def test_token_positions_are_one_batched_gradient_run(tiny_export):
     assert len(r.positions) >= 8 and len(calls) == 1
 
 
+def test_work_budget_counts_every_position_and_both_sides(tiny_export, monkeypatch):
+    """The evaluation budget counts each explained position (entities found by one forward pass) and both texts of a
+    similarity pair; occlusion's positions share rows and count once. Many positions are computed a few at a time
+    with the same results."""
+    from xai_onnx.limits import check_work
+
+    model = Model(tiny_export("bert", "token")[1])
+    text = "i love it and the plot is great !"
+    n = len(model.encode([text])[0])
+    ig = IntegratedGradients(model, n_steps=10)
+    check_work(model, [ig], [text], None, 10 * (n - 2), task_options={"positions": "all"})
+    with pytest.raises(InputError, match=f"{n} tokens, {n - 2} targets\\) needs {10 * (n - 2)} evaluations"):
+        check_work(model, [ig], [text], None, 10 * (n - 2) - 1, task_options={"positions": "all"})
+    every = 2 * len(model.labels) * 10  # 2 positions x every label x 10 steps
+    with pytest.raises(InputError, match=f"needs {every} evaluations"):
+        check_work(model, [ig], [text], "all", every - 1, task_options={"positions": "1,2"})
+    entities = len(Saliency(model).explain([text])[0].positions)
+    with pytest.raises(InputError, match=f"needs {10 * entities} evaluations"):
+        check_work(model, [ig], [text], None, 10 * entities - 1, task_options={"positions": "entities"})
+    check_work(model, [Occlusion(model)], [text], None, n, task_options={"positions": "all"})  # shared: n rows
+    whole = IntegratedGradients(model, n_steps=10).explain([text], positions="all")[0]
+    monkeypatch.setattr(IntegratedGradients, "chunk_token_rows", 3 * 10 * n)  # three positions a compute call
+    calls = []
+    real = IntegratedGradients.compute
+    monkeypatch.setattr(IntegratedGradients, "compute", lambda self, items: calls.append(len(items)) or real(self, items))
+    sliced = IntegratedGradients(model, n_steps=10).explain([text], positions="all")[0]
+    assert max(calls) == 3 and sum(calls) == n - 2
+    for a, b in zip(whole.positions, sliced.positions):
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5, atol=1e-7)
+
+    sim = Model(tiny_export("bert", "similarity")[1])
+    a, b = "the movie was good", "a fun film"
+    na, nb = (len(e) for e in sim.encode([a, b]))
+    check_work(sim, [IntegratedGradients(sim, n_steps=7)], [a], None, 14, text_pairs=[b])
+    with pytest.raises(InputError, match=f"{na} \\+ {nb} tokens\\) needs 14 evaluations"):
+        check_work(sim, [IntegratedGradients(sim, n_steps=7)], [a], None, 13, text_pairs=[b])
+
+
 @pytest.mark.parametrize("kind", ["cross", "nli"])
 def test_pair_models_through_cli_and_service(tiny_export, tmp_path, kind):
     src, bundle = tiny_export("bert", "cross" if kind == "cross" else "seq")

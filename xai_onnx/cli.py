@@ -246,12 +246,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     records = _records(args)
     texts = records.texts
     pairs = _text_pairs(records)
-    check_work(model, explainers, texts, target, limits.max_evaluations, text_pairs=pairs)
     task_options = {}
     if model.manifest.task == "token-classification":
         task_options = {"positions": args.positions, "outside": args.outside}
     elif args.positions is not None or args.outside is not None:
         raise InputError(f"--positions and --outside apply to token-classification bundles; this one is {model.manifest.task}")
+    check_work(model, explainers, texts, target, limits.max_evaluations, text_pairs=pairs, task_options=task_options)
     # results come in input order, per_text of them a text: one per class with --target all on a classifier
     per_text = len(model.labels) if target == "all" and model.manifest.task == "sequence-classification" else 1
     bar = Progress(len(texts) * per_text * len(explainers), "explain", enabled=False if args.quiet else None)

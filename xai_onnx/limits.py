@@ -87,22 +87,48 @@ class Limits:
         return d
 
 
-def check_work(model: Model, explainers: Sequence[Explainer], texts: Sequence[str], target: Any,
+def check_work(model: Model, explainers: Sequence[Explainer], texts: Any, target: Any,
                max_evaluations: int, override: str = "--max-evaluations",
-               text_pairs: Sequence[str] | None = None) -> None:
-    """InputError, before any work, when one text would cost a method more than ``max_evaluations`` rows (each
-    label of ``"all"`` counted on a sequence classifier), naming the option to lower (or ``override`` to raise the
-    limit)."""
-    every = isinstance(target, str) and target == "all" and model.manifest.task == "sequence-classification"
-    per_target = len(model.labels) if every else 1
-    lengths = [len(e) for e in model.encode(texts, text_pairs)]
+               text_pairs: Sequence[str] | None = None, task_options: dict[str, Any] | None = None) -> None:
+    """InputError, before any explanation, when one text would cost a method more than ``max_evaluations`` rows,
+    naming the option to lower (or ``override`` to raise the limit). Every target of a text counts: each label of
+    ``"all"``, each explained position of a token classifier (with ``positions="entities"`` one forward pass
+    finds them), both texts of a similarity pair; methods whose targets share rows (occlusion, fd) count a text
+    once."""
+    task = model.manifest.task
+    encoded = model.task.encode(model.inputs(texts, text_pairs))
+    classes = len(model.labels) if isinstance(target, str) and target == "all" else 1
+    # per text: (tokens, targets) of each encoding it has
+    per_text: list[list[tuple[int, int]]]
+    if task == "similarity":
+        per_text = [[(len(encoded[k]), 1), (len(encoded[k + 1]), 1)] for k in range(0, len(encoded), 2)]
+    elif task == "token-classification":
+        from .tasks import parse_positions
+
+        options = task_options or {}
+        spec = parse_positions(options.get("positions"))
+        if spec == "entities":  # the prediction decides the positions: count them as explain will
+            units = model.task.units(encoded, model.forward_rows(encoded), target, "logit", positions="entities",
+                                     outside=options.get("outside"))
+            counts: dict[int, int] = {}
+            for u in units:
+                counts[id(u.encoded)] = counts.get(id(u.encoded), 0) + 1
+            per_text = [[(len(e), counts.get(id(e), 0))] for e in encoded]
+        else:
+            per_text = [[(len(e), classes * (int((~e.special).sum()) if spec == "all" else len(spec)))]
+                        for e in encoded]
+    else:
+        per_text = [[(len(e), classes)] for e in encoded]
     for ex in explainers:
-        for i, n in enumerate(lengths):
-            need = ex.evaluations(n) * per_target
+        for i, parts in enumerate(per_text):
+            need = sum(ex.evaluations(n) * (min(t, 1) if ex.shares_rows else t) for n, t in parts)
             if need > max_evaluations:
-                raise InputError(f"{ex.name} on text {i} ({n} tokens{', every label' if per_target > 1 else ''}) needs "
-                                 f"{need} evaluations; the limit is {max_evaluations} per text: lower "
-                                 f"{LOWER.get(ex.name, 'the text length')}, or raise {override}")
+                tokens = " + ".join(str(n) for n, _ in parts)
+                targets = sum(t for _, t in parts)
+                what = f"{tokens} tokens" + (f", {targets} targets" if targets > len(parts) else "")
+                raise InputError(f"{ex.name} on text {i} ({what}) needs {need} evaluations; the limit is "
+                                 f"{max_evaluations} per text: lower {LOWER.get(ex.name, 'the text length')}"
+                                 f"{', or explain fewer targets' if targets > len(parts) else ''}, or raise {override}")
 
 
 def row_bytes(seq: int, dim: int, layers: int, gradient: bool) -> int:

@@ -183,7 +183,7 @@ def prepare_explain(model: Model, body: dict[str, Any], limits: Limits) -> Calla
     task_options = _task_options(model, body)
     explainers = [make_explainer(model, m, options) for m in methods]
     check_work(model, explainers, texts, target, limits.max_evaluations, override="`serve --max-evaluations`",
-               text_pairs=pairs)
+               text_pairs=pairs, task_options=task_options)
     given = body["method"] if isinstance(body["method"], str) else ",".join(methods)
 
     def work() -> dict[str, Any]:

@@ -105,6 +105,9 @@ class Explainer(ABC):
     options: ClassVar[tuple[Option, ...]] = (BASELINE, OUTPUT, batch_option(), GRANULARITY)
     #: how a word's token scores merge at word granularity: "sum" (additive scores) or "norm" (gradient norms)
     word_merge: ClassVar[str] = "sum"
+    #: True where the targets of one text (classes, positions) read F off the same rows (:meth:`run_forward_shared`):
+    #: the work of a text is then :meth:`evaluations` once, not once per target
+    shares_rows: ClassVar[bool] = False
 
     def __init__(self, model: Model, *, baseline: str = "pad", output: str | None = None, batch_size: int | None = None,
                  granularity: str = "token"):
@@ -285,8 +288,31 @@ class Explainer(ABC):
             if self.needs_baseline_value:
                 item.baseline_value = float(u.objective.value(outs[n + i])[0])
             items.append(item)
-        computed = self.compute(items) if items else []
+        computed: list[Computed] = []
+        for part in self._item_slices(items):
+            computed += self.compute(part)
         return self.shape(encoded, items, computed)
+
+    def _item_slices(self, items: list[Item]) -> Iterator[list[Item]]:
+        """Consecutive items whose rows (evaluations x tokens) stay within :attr:`chunk_token_rows` together: the
+        many positions of a long text (token classification) or every class of it are computed a few at a time, so
+        the rows, paths and gradients held at once stay bounded (IG on 500 positions of a 512-token text would hold
+        20 GB of paths at once). Items that share rows count once."""
+        part: list[Item] = []
+        load = 0
+        seen: set[tuple[int, int]] = set()
+        for it in items:
+            key = (id(it.encoded), id(it.x))
+            cost = 0 if self.shares_rows and key in seen else self.evaluations(len(it.encoded)) * len(it.encoded)
+            if part and load + cost > self.chunk_token_rows:
+                yield part
+                part, load, seen = [], 0, set()
+                cost = self.evaluations(len(it.encoded)) * len(it.encoded)
+            part.append(it)
+            seen.add(key)
+            load += cost
+        if part:
+            yield part
 
     # ---- results -------------------------------------------------------------------------------------------------
     def _notes(self, e: Encoded, scores: np.ndarray | None = None) -> list[str]:

@@ -19,6 +19,7 @@ class FiniteDifference(Explainer):
 
     name = "fd"
     needs_gradient = False
+    shares_rows = True
     options = (Option("epsilon", float, 1e-2, "finite-difference step, a fraction of x - baseline", above=0.0, below=1.0),
                BASELINE, OUTPUT, batch_option(), GRANULARITY)
 

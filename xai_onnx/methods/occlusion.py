@@ -22,6 +22,7 @@ class Occlusion(Explainer):
 
     name = "occlusion"
     needs_gradient = False
+    shares_rows = True
     options = (
         Option("window", int, 1, "occlusion window in tokens", minimum=1, maximum=4096),
         Option("stride", int, 1, "tokens between occlusion windows", minimum=1, maximum=4096),
