@@ -118,6 +118,17 @@ def build(directory: Path, dim: int = 4, seed: int = 0, gradient: bool = True, m
     return {"E": emb, "W": W, "c": c, "vocab": VOCAB, "labels": LABELS}
 
 
+def build_with_pairs(directory: Path, **kwargs) -> dict:
+    """:func:`build` with a tokenizer that takes sentence pairs: ``[CLS] A [SEP] B [SEP]`` (the second text's type
+    id 1, which this bag-of-embeddings model ignores)."""
+    params = build(directory, **kwargs)
+    tok = _tokenizer()
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+                                                       special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    (directory / "tokenizer.json").write_text(tok.to_str(), encoding="utf-8")
+    return params
+
+
 def reference_logits(params: dict, ids: list[int]) -> np.ndarray:
     x = params["E"][ids].astype(np.float64)
     return params["W"].astype(np.float64) @ x.mean(0) + params["c"]

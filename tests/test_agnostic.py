@@ -350,14 +350,9 @@ def test_word_level_faithfulness(model):
 
 
 def test_sentence_pairs_words_come_from_their_own_text(tmp_path):
-    from handmade import _tokenizer, build
-    from tokenizers import processors
+    from handmade import build_with_pairs
 
-    build(tmp_path)
-    tok = _tokenizer()
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-                                                       special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    (tmp_path / "tokenizer.json").write_text(tok.to_str(), encoding="utf-8")
+    build_with_pairs(tmp_path)
     model = Model(tmp_path)
     pair = [("the movie good.", "very dull, not fun")]
     for ex in (KernelShap(model, samples=2000), PartitionShap(model, samples=2000), Lime(model, samples=100)):

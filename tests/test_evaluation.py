@@ -173,15 +173,10 @@ def test_leave_one_out_follows_removal(model, handmade, removal):
 @pytest.fixture(scope="module")
 def pair_model(tmp_path_factory):
     """The handmade bundle with a pair template: [CLS] A [SEP] B [SEP]."""
-    from handmade import _tokenizer, build
-    from tokenizers import processors
+    from handmade import build_with_pairs
 
     d = tmp_path_factory.mktemp("pairs") / "b"
-    params = build(d)
-    tok = _tokenizer()
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-                                                       special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    (d / "tokenizer.json").write_text(tok.to_str(), encoding="utf-8")
+    params = build_with_pairs(d)
     return Model(d), params, d
 
 

@@ -135,10 +135,10 @@ def test_one_failing_text_does_not_take_its_batch_with_it(tmp_path, handmade, mo
     rows = _read_here(xray.list_files(_corpus_dir(tmp_path)))
     real = w.explainer.explain
 
-    def explain(texts, target=None):
+    def explain(texts, target=None, **kw):
         if "bad movie" in texts:
             raise RuntimeError("boom")
-        return real(texts, target=target)
+        return real(texts, target=target, **kw)
 
     monkeypatch.setattr(w.explainer, "explain", explain)
     out = w(pa.Table.from_pylist(rows, schema=xray.input_schema())).to_pylist()
@@ -150,6 +150,47 @@ def test_one_failing_text_does_not_take_its_batch_with_it(tmp_path, handmade, mo
     for r in out:
         if r["error"] is None:
             assert r["scores"] == pytest.approx(local.explain([r["text"]])[0].scores.tolist(), abs=1e-6)
+
+
+PAIR_ROWS = [{"id": "p0", "text": "the movie", "text_pair": "very good fun"},
+             {"id": "s1", "text": "not fun bad movie"},  # a single text among the pairs
+             {"id": "p2", "text": "dull", "text_pair": "a good movie"},
+             {"id": "bad", "text": "good", "text_pair": 3}]
+
+
+def _pair_corpus(d: Path) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in PAIR_ROWS), encoding="utf-8")
+    return d / "pairs.jsonl"
+
+
+def _check_pairs(rows: list[dict], bundle: Path) -> None:
+    """Every pair row explained as the local engine explains the pair (segments included), the single text as a
+    single text, the bad text_pair as an error row."""
+    by_id = {r["id"]: r for r in rows}
+    assert sorted(by_id) == sorted(r["id"] for r in PAIR_ROWS) and len(rows) == len(PAIR_ROWS)
+    assert by_id["bad"]["error"] == '"text_pair" must be a string' and by_id["bad"]["scores"] is None
+    ig = make_explainer(Model(bundle), "ig", {"steps": 8, "output": "logit"})
+    for src in PAIR_ROWS[:3]:
+        r = by_id[src["id"]]
+        pair = src.get("text_pair")
+        local = ig.explain([src["text"]], text_pairs=None if pair is None else [pair])[0]
+        assert r["error"] is None and r["text_pair"] == pair
+        np.testing.assert_allclose(r["scores"], local.scores, rtol=0, atol=1e-6)
+        assert r["segments"] == (None if pair is None else list(local.segments))  # null at special tokens, as JSON
+        if pair is not None:
+            assert 1 in r["segments"] and r["tokens"] == list(local.tokens)
+
+
+def test_sentence_pairs_in_one_batch_with_single_texts(tmp_path):
+    from handmade import build_with_pairs
+
+    build_with_pairs(tmp_path / "b")
+    w = _worker(tmp_path / "b", "ig", steps=8, output="logit")
+    rows = _read_here([str(_pair_corpus(tmp_path / "in"))])
+    out = w(pa.Table.from_pylist(rows, schema=xray.input_schema())).to_pylist()
+    assert [r["id"] for r in out] == [r["id"] for r in PAIR_ROWS]
+    _check_pairs(out, tmp_path / "b")
 
 
 def _corpus_dir(tmp_path: Path) -> Path:
@@ -319,6 +360,17 @@ def test_results_equal_the_local_engine_and_no_row_is_lost(cluster, tmp_path, ha
     # one text a batch: the same onnxruntime calls as the local engine, bit for bit
     rows = xray.explain_dataset(ds, bundle, "saliency", workers=2, num_cpus=0.5, batch_rows=1).take_all()
     _check_complete(rows, expect, {t: _local(bundle, "saliency", [t])[t] for t in texts}, exact=True)
+
+
+@pytest.mark.slow
+def test_sentence_pairs_on_the_cluster(cluster, tmp_path):
+    from handmade import build_with_pairs
+
+    build_with_pairs(tmp_path / "b")
+    ds = xray.read_corpus(_pair_corpus(tmp_path / "in"), rows_per_block=2)
+    rows = xray.explain_dataset(ds, tmp_path / "b", "ig", steps=8, output="logit", workers=2, num_cpus=0.5,
+                                batch_rows=2).take_all()
+    _check_pairs(rows, tmp_path / "b")
 
 
 @pytest.mark.slow

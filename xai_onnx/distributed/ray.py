@@ -33,9 +33,9 @@ if TYPE_CHECKING:
 
 _BY_SUFFIX = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 #: input fields a row takes apart; every other field is carried through as the ``input`` column (a JSON object)
-_KNOWN = ("text", "id", "label")
+_KNOWN = ("text", "text_pair", "id", "label")
 #: the columns every row carries from its input
-INPUT_COLUMNS = ("id", "file", "row", "text", "gold_label", "input", "error")
+INPUT_COLUMNS = ("id", "file", "row", "text", "text_pair", "gold_label", "input", "error")
 #: CPUs a read or write task asks for: reading is light next to explaining, and actors that take every CPU would
 #: otherwise leave the read tasks none (the dataset then waits forever)
 _IO_CPUS = 0.25
@@ -86,13 +86,15 @@ def input_schema() -> pa.Schema:
     import pyarrow as pa
 
     return pa.schema([("id", pa.string()), ("file", pa.string()), ("row", pa.int64()), ("text", pa.string()),
-                      ("gold_label", pa.string()), ("input", pa.string()), ("error", pa.string())])
+                      ("text_pair", pa.string()), ("gold_label", pa.string()), ("input", pa.string()),
+                      ("error", pa.string())])
 
 
 def _row(file: str, row: int, obj: Any = None, *, text: str | None = None, error: str | None = None) -> dict[str, Any]:
-    """One input row. ``obj``: a JSON/Parquet record (its ``text``, ``id``, ``label``; the rest kept as ``input``)."""
-    rec: dict[str, Any] = {"id": f"{file}:{row}", "file": file, "row": row, "text": text, "gold_label": None,
-                           "input": None, "error": error}
+    """One input row. ``obj``: a JSON/Parquet record (its ``text``, ``text_pair`` for sentence pairs, ``id``,
+    ``label``; the rest kept as ``input``)."""
+    rec: dict[str, Any] = {"id": f"{file}:{row}", "file": file, "row": row, "text": text, "text_pair": None,
+                           "gold_label": None, "input": None, "error": error}
     if obj is None:
         return rec
     if not isinstance(obj, dict):
@@ -109,6 +111,11 @@ def _row(file: str, row: int, obj: Any = None, *, text: str | None = None, error
         rec["text"] = obj["text"]
     elif error is None:
         rec["error"] = 'no string "text" field'
+    pair = obj.get("text_pair")
+    if isinstance(pair, str):
+        rec["text_pair"] = pair
+    elif pair is not None and rec["error"] is None:
+        rec["error"] = '"text_pair" must be a string'
     return rec
 
 
@@ -240,9 +247,10 @@ def _normalise(batch: pa.Table) -> pa.Table:
     out = []
     for r in rows:
         extra = {k: v for k, v in r.items() if k not in INPUT_COLUMNS and k != "label"}
-        text = r.get("text")
+        text, pair = r.get("text"), r.get("text_pair")
         out.append({"id": None if r.get("id") is None else str(r["id"]), "file": r.get("file"), "row": r.get("row"),
                     "text": text if isinstance(text, str) else None,
+                    "text_pair": pair if isinstance(pair, str) else None,
                     "gold_label": None if r.get("label", r.get("gold_label")) is None else str(r.get("label", r.get("gold_label"))),
                     "input": r.get("input") or (json.dumps(extra, ensure_ascii=False, default=str) if extra else None),
                     "error": r.get("error") or (None if isinstance(text, str) else 'no string "text"')})
@@ -353,7 +361,8 @@ def output_schema(kind: str, labels: Sequence[str]) -> pa.Schema:
         fields = [("method", pa.string()), ("label", pa.string()),
                   ("target", pa.struct([("index", pa.int64()), ("label", pa.string())])), ("probabilities", probs),
                   ("tokens", pa.list_(pa.string())), ("offsets", pa.list_(pa.list_(pa.int64()))),
-                  ("scores", pa.list_(pa.float64())), ("convergence_delta", pa.float64()), ("output", pa.string()),
+                  ("segments", pa.list_(pa.int64())), ("scores", pa.list_(pa.float64())),
+                  ("convergence_delta", pa.float64()), ("output", pa.string()),
                   ("output_value", pa.float64()), ("baseline_value", pa.float64()), ("settings", pa.string()),
                   ("truncated", pa.bool_()), ("warnings", pa.list_(pa.string()))]
     return pa.schema(base + [pa.field(n, t) for n, t in fields] + [pa.field("error", pa.string())])
@@ -406,15 +415,27 @@ class _Worker:
         self.schema = output_schema(cfg.kind, self.model.labels)
         self.per_text = len(self.model.labels) if cfg.kind == "explain" and cfg.target == "all" else 1
 
-    def _results(self, texts: list[str]) -> list[dict[str, Any]]:
-        if self.explainer is None:
-            return [p.to_dict() for p in self.model.predict(texts)]
-        out = []
-        for r in self.explainer.explain(texts, target=self.cfg.target):
-            d = r.to_dict()
-            d["settings"] = json.dumps(d["settings"], default=str)
-            out.append(d)
-        return out
+    def _results(self, texts: list[str], pairs: list[str | None] | None = None) -> list[dict[str, Any]]:
+        """Results for ``texts`` in order, ``per_text`` a text; rows with a ``text_pair`` run as sentence pairs."""
+        pairs = pairs or [None] * len(texts)
+        singles = [k for k, p in enumerate(pairs) if p is None]
+        coupled = [k for k, p in enumerate(pairs) if p is not None]
+        got: dict[int, list[dict[str, Any]]] = {}
+        for ks, text_pairs in ((singles, None), (coupled, [str(pairs[k]) for k in coupled])):
+            if not ks:
+                continue
+            chunk = [texts[k] for k in ks]
+            if self.explainer is None:
+                results = [p.to_dict() for p in self.model.predict(chunk, text_pairs)]
+            else:
+                results = []
+                for r in self.explainer.explain(chunk, target=self.cfg.target, text_pairs=text_pairs):
+                    d = r.to_dict()
+                    d["settings"] = json.dumps(d["settings"], default=str)
+                    results.append(d)
+            for j, k in enumerate(ks):
+                got[k] = results[j * self.per_text:(j + 1) * self.per_text]
+        return [d for k in range(len(texts)) for d in got[k]]
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         import pyarrow as pa
@@ -422,15 +443,16 @@ class _Worker:
         rows = batch.to_pylist()
         good = [i for i, r in enumerate(rows) if r["error"] is None]
         texts = [rows[i]["text"] for i in good]
+        pairs = [rows[i].get("text_pair") for i in good]
         per: dict[int, list[dict[str, Any]] | str] = {}
         try:
-            results = self._results(texts)
+            results = self._results(texts, pairs)
             for k, i in enumerate(good):
                 per[i] = results[k * self.per_text:(k + 1) * self.per_text]
         except Exception:  # noqa: BLE001 - one bad text must not take its batch with it: retry them one by one
             for i in good:
                 try:
-                    per[i] = self._results([rows[i]["text"]])
+                    per[i] = self._results([rows[i]["text"]], [rows[i].get("text_pair")])
                 except Exception as exc:  # noqa: BLE001 - reported in the row's "error" column
                     per[i] = _error_text(exc)
         out: list[dict[str, Any]] = []
@@ -443,6 +465,7 @@ class _Worker:
                 continue
             for d in got:
                 d.pop("text", None)
+                d.pop("text_pair", None)  # the input's own column
                 out.append({**base, **d, "method": method, "error": None})
         return pa.Table.from_pylist(out, schema=self.schema)
 
@@ -466,7 +489,7 @@ def _map(ds: ray.data.Dataset, kind: str, bundle: str | os.PathLike[str], method
     model = Model(os.fspath(bundle), threads=1, batch_size=batch_size, precision=precision, providers=providers)
     task = getattr(getattr(model, "task", None), "name", "sequence-classification")
     if task != "sequence-classification":
-        raise InputError(f"the Ray engine runs single-text sequence classifiers; bundle {model.path} is a {task} "
+        raise InputError(f"the Ray engine runs sequence classifiers (single texts and pairs); bundle {model.path} is a {task} "
                          "model: use the local engine (without --engine ray)")
     if kind == "explain":
         ex = _make_explainer(model, str(method), options)
@@ -511,9 +534,12 @@ def explain_dataset(ds: ray.data.Dataset, bundle: str | os.PathLike[str], method
     resources : Ray custom resources each actor needs (e.g. ``{"explain": 1}`` to keep actors on the nodes that
         declare that resource).
 
-    Returns a Dataset with the input columns (``id``, ``file``, ``row``, ``text``, ``gold_label``, ``input``), the
-    result's (``method``, ``label``, ``target``, ``probabilities``, ``tokens``, ``offsets``, ``scores``,
-    ``convergence_delta`` ...) and ``error`` (null, or why this row has no result). Row order is not kept: join on ``id``.
+    Rows with a ``text_pair`` are explained as sentence pairs (NLI, cross-encoders), with ``segments`` per token.
+
+    Returns a Dataset with the input columns (``id``, ``file``, ``row``, ``text``, ``text_pair``, ``gold_label``,
+    ``input``), the result's (``method``, ``label``, ``target``, ``probabilities``, ``tokens``, ``offsets``,
+    ``segments``, ``scores``, ``convergence_delta`` ...) and ``error`` (null, or why this row has no result). Row order
+    is not kept: join on ``id``.
     """
     return _map(ds, "explain", bundle, method, options, target=target, workers=workers,
                 threads_per_worker=threads_per_worker, num_cpus=num_cpus, batch_rows=batch_rows, batch_size=batch_size,
