@@ -126,6 +126,7 @@ def speed_and_agreement(bundle: str, hf_dir: str, texts: list[str], threads: int
         sv = shap_partition([text], max_evals=500, silent=True)
         times["shap_partition"].append(time.process_time() - t0)
         row["shap_partition_rows"] = peer.rows
+        row["partition_shap_evaluations"] = out["partition_shap"].settings.get("evaluations")
         shap_tokens = np.asarray(sv.values[0])[:, target]
         ours_tokens = out["partition_shap"].scores
         if shap_tokens.shape[0] == ours_tokens.shape[0]:
@@ -155,6 +156,7 @@ def speed_and_agreement(bundle: str, hf_dir: str, texts: list[str], threads: int
         row["lime_r2_ours"] = ours_words.settings["local_fit_r2"]
         row["lime_r2_peer"] = float(exp.score[target]) if isinstance(exp.score, dict) else float(exp.score)
         row["words"] = len(groups)
+        row["cpu_s"] = {k: v[-1] for k, v in times.items()}
         res["per_text"].append(row)
         print(f"  {len(groups):>2} words  " + "  ".join(f"{k} {v[-1]:.3f}s" for k, v in times.items()), flush=True)
     # ours over all texts in one call (rows of different texts share onnxruntime calls)
@@ -177,6 +179,13 @@ def speed_and_agreement(bundle: str, hf_dir: str, texts: list[str], threads: int
         "partition_shap batched / shap Partition": batched["partition_shap"] / mean["shap_partition"],
         "lime batched / lime": batched["lime"] / mean["lime_peer"],
     }
+    # at equal evaluations: the texts where both sides used the whole budget (short texts need fewer: ours stops at
+    # exact Owen values, shap at its own count), compared text by text
+    full = [r for r in res["per_text"] if r.get("partition_shap_evaluations") == 500 and r["shap_partition_rows"] >= 500]
+    res["partition_at_equal_evaluations"] = {
+        "n_texts": len(full),
+        "ratio": (float(np.sum([r["cpu_s"]["partition_shap"] for r in full]) /
+                        np.sum([r["cpu_s"]["shap_partition"] for r in full])) if full else None)}
     res["spearman_mean"] = {"partition_words": avg("spearman_partition_words"),
                             "partition_tokens": avg("spearman_partition_tokens"), "lime_words": avg("spearman_lime_words")}
     res["lime_r2_mean"] = {"ours": avg("lime_r2_ours"), "peer": avg("lime_r2_peer")}
