@@ -74,6 +74,12 @@ def test_class_words_are_whole_words_without_punctuation_or_stop_words():
     assert default == {"film", "boring", "bored"}
     kept = {row["word"] for row in class_words([r], ["neg"], min_count=1, keep_stop_words=True)["neg"]}
     assert kept == set(got)
+    # a word that pushes away from the class on average is not one of its words; "as" and "would" are stop words
+    other = SimpleNamespace(text="as it would film", offsets=[(0, 2), (3, 5), (6, 11), (12, 16)],
+                            scores=np.array([0.9, 0.1, 0.8, -1.0]), target=SimpleNamespace(label="neg"))
+    rows = class_words([r, other], ["neg"], min_count=1)["neg"]
+    assert {row["word"] for row in rows} == {"boring", "bored"}  # film: (0.1 - 1.0) / 2 < 0
+    assert all(row["mean_score"] > 0 for row in rows)
 
 
 def test_report_html_is_a_page_a_person_reads(handmade, tmp_path):

@@ -176,7 +176,7 @@ def render_report(rep: Mapping[str, Any], *, title: str = "xai-onnx report", sou
                   f'<ul>{li(e["proponents"])}</ul><b>... that oppose it</b> (opponents)<ul>{li(e["opponents"])}</ul>'
                   f'<b>Nearest prototypes</b><ul>{li(e["nearest_prototypes"], score=False)}</ul></div>')
         parts.append(
-            f'<div class="card error"><div class="meta">{html.escape(where)}: true <b>{html.escape(str(m["true_label"]))}'
+            f'<div class="card error"><div class="meta">{html.escape(where)}: true <b>{html.escape(str(m["gold_label"]))}'
             f'</b>, predicted <b>{html.escape(str(m["label"]))}</b> ({m["probabilities"][m["label"]]:.3f})</div>'
             f'<div class="text">{html.escape(str(m["text"]))}</div>'
             f'<div>{heatmap(m["tokens"], m["offsets"], m["scores"], signed=signed)}</div>{ev}</div>')

@@ -184,8 +184,10 @@ def bundle_is_a_file(p: Path) -> str:
     if (p.parent / MANIFEST_FILE).is_file():
         return f"{msg}; this file is part of the bundle {p.parent}: give that directory"
     if p.suffix.lower() == ".onnx":
-        msg += ("; an .onnx file alone lacks the tokenizer, the embeddings and the gradient graph: export the Hugging "
-                "Face model it came from with `xai-onnx export MODEL_DIR BUNDLE_DIR`")
+        msg += ("; an .onnx file alone lacks the tokenizer, the embeddings and the gradient graph: import it with "
+                "`xai-onnx import --model FILE.onnx --tokenizer tokenizer.json --labels A,B OUT_DIR` (or give the "
+                "directory optimum exported it to), or export the Hugging Face model it came from with "
+                "`xai-onnx export MODEL_DIR BUNDLE_DIR`")
     else:
         msg += "; make one with `xai-onnx export MODEL_DIR BUNDLE_DIR`"
     return msg

@@ -18,7 +18,9 @@ from .model import Model
 from .prototypes import MMDCritic
 
 #: left out of the class words by default (``keep_stop_words`` keeps them); negations stay: they carry sentiment
-STOP_WORDS = frozenset(ADVERSARIAL_STOP_WORDS - {"no", "nor", "not", "n't", "against"})
+STOP_WORDS = frozenset((ADVERSARIAL_STOP_WORDS - {"no", "nor", "not", "n't", "against"}) | set(
+    "as also although because could even ever may might much must one ones shall since still though unless until "
+    "upon whether while would yet 'll 're 've 'd 'm".split()))
 
 
 def words(r: Any) -> list[tuple[str, float]]:
@@ -46,8 +48,9 @@ def is_content_word(word: str) -> bool:
 def class_words(results: Sequence[Any], labels: Sequence[str], *, top: int = 20, min_count: int = 3,
                 keep_stop_words: bool = False) -> dict[str, list]:
     """Per class, the whole words with the highest mean attribution towards it (over the explanations whose target is
-    that class), seen at least ``min_count`` times so rare words do not dominate. Punctuation and stop words are left
-    out unless ``keep_stop_words``."""
+    that class), seen at least ``min_count`` times so rare words do not dominate; only words whose mean is positive
+    (a word that pushes away from the class on average is not one of its words). Punctuation and stop words are
+    left out unless ``keep_stop_words``."""
     sums: dict[str, dict[str, float]] = {lab: defaultdict(float) for lab in labels}
     counts: dict[str, dict[str, int]] = {lab: defaultdict(int) for lab in labels}
     for r in results:
@@ -59,7 +62,7 @@ def class_words(results: Sequence[Any], labels: Sequence[str], *, top: int = 20,
             counts[cls][word] += 1
     out = {}
     for lab in labels:
-        rows = [(w, sums[lab][w] / c, c) for w, c in counts[lab].items() if c >= min_count]
+        rows = [(w, sums[lab][w] / c, c) for w, c in counts[lab].items() if c >= min_count and sums[lab][w] > 0]
         rows.sort(key=lambda x: (-x[1], x[0]))
         out[lab] = [{"word": w, "mean_score": m, "count": c} for w, m, c in rows[:top]]
     return out
@@ -96,7 +99,7 @@ def debug_report(model: Model, texts: Sequence[str], labels: Sequence[str | int 
         "n": len(texts), "accuracy": float((pred == y).mean()), "labels": list(model.labels),
         "confusion": {"rows_true_columns_predicted": confusion.tolist()}, "method": method,
         "explainer_settings": explainer.settings(),
-        "misclassified": [{"index": int(i), "true_label": model.labels[y[i]], **results[i].to_dict()} for i in errors],
+        "misclassified": [{"index": int(i), "gold_label": model.labels[y[i]], **results[i].to_dict()} for i in errors],
         "class_words": class_words(results, model.labels, top=top_tokens, min_count=min_count,
                                    keep_stop_words=keep_stop_words),
         "class_words_settings": {"min_count": min_count, "stop_words_and_punctuation": "kept" if keep_stop_words

@@ -142,7 +142,10 @@ def _methods(body: dict[str, Any]) -> list[str]:
     try:
         return parse_methods(body.get("method"))
     except InputError as exc:
-        raise HTTPProblem(422, f'"method": {exc}; choose from {", ".join(method_names())}') from exc
+        msg = str(exc)
+        if "choose" not in msg:
+            msg += f'; choose from {", ".join(method_names())}'
+        raise HTTPProblem(422, f'"method": {msg}') from exc
 
 
 def _options(body: dict[str, Any], methods: list[str], limits: Limits) -> dict[str, Any]:

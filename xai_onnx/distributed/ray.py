@@ -45,7 +45,9 @@ def _import_ray() -> Any:
     try:
         import ray
     except ImportError as exc:  # pragma: no cover - the extra's absence
-        raise InputError("the Ray engine needs Ray: pip install 'xai-onnx[ray]'") from exc
+        from ..errors import install_hint
+
+        raise InputError(f"the Ray engine needs Ray: {install_hint('ray')}") from exc
     return ray
 
 

@@ -19,7 +19,8 @@ DELTA_WARN_FRACTION = 0.05
 DELTA_WARN_FLOOR = 1e-5
 
 
-def delta_warnings(delta: float, output_value: float, baseline_value: float) -> tuple[str, ...]:
+def delta_warnings(delta: float, output_value: float, baseline_value: float, precision: str = "float32"
+                   ) -> tuple[str, ...]:
     """A warning when the convergence delta is large against ``F(x) - F(baseline)``: the scores do not add up to the
     change they explain (too few steps, a sharp integrand, or an int8 graph), so they are not to be trusted as is."""
     gap = abs(output_value - baseline_value)
@@ -27,8 +28,9 @@ def delta_warnings(delta: float, output_value: float, baseline_value: float) -> 
         return ()
     share = f"{abs(delta) / gap:.0%} of" if gap > 0 else "while"
     return (f"convergence delta {delta:+.2e} is {share} |F(x) - F(baseline)| = {gap:.2e} (warning above "
-            f"{DELTA_WARN_FRACTION:.0%}): the scores do not add up to the change they explain; use more --steps, "
-            "--adaptive, or the float32 graph",)
+            f"{DELTA_WARN_FRACTION:.0%}): the scores do not add up to the change they explain; use more --steps"
+            + (", --adaptive, or the float32 graph (--precision float32)" if precision != "float32" else
+               " or --adaptive"),)
 
 
 MAX_STEPS = 1024  # a bound on one text's gradient evaluations whatever the caller asks (Gauss-Legendre nodes cost O(n^3) to build)
@@ -115,7 +117,8 @@ class IntegratedGradients(Explainer):
             scores = step_sizes @ integrand
             assert it.baseline_value is not None
             delta = float(scores.sum() - (it.output_value - it.baseline_value))
-            out.append(Computed(scores, delta, warnings=delta_warnings(delta, it.output_value, it.baseline_value)))
+            out.append(Computed(scores, delta, warnings=delta_warnings(delta, it.output_value, it.baseline_value,
+                                                                          self.model.precision)))
         return out
 
     def _adaptive(self, items: list[Item]) -> list[Computed]:
@@ -157,7 +160,8 @@ class IntegratedGradients(Explainer):
                     scores = np.sum([s for s, _ in local], axis=0)
                     delta = float(scores.sum() - (it.output_value - it.baseline_value))
                     done[i] = Computed(scores, delta, {"steps_used": len(vals), "converged": converged},
-                                       delta_warnings(delta, it.output_value, it.baseline_value))
+                                       delta_warnings(delta, it.output_value, it.baseline_value,
+                                                                          self.model.precision))
                     continue
                 split = set(refine)
                 panels[i] = [q for a, b in panels[i]
