@@ -374,12 +374,12 @@ def test_import_runs_without_torch(optimum_dir, tmp_path):
 
 # ---- the differentiator alone, on handmade graphs (no torch) ----------------------------------------------------
 
-def _tiny_graph(op_between: str) -> onnx.ModelProto:
+def _tiny_graph(op_between: str, vocab: int = 10) -> onnx.ModelProto:
     """input_ids -> Gather(table) -> op -> mean over positions -> Gemm -> logits."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.normal(size=(10, 4)).astype(np.float32), "table"),
+    inits = [numpy_helper.from_array(rng.normal(size=(vocab, 4)).astype(np.float32), "table"),
              numpy_helper.from_array(rng.normal(size=(3, 4)).astype(np.float32), "W"),
              numpy_helper.from_array(np.zeros(3, np.float32), "b"),
              numpy_helper.from_array(np.array([1], np.int64), "axis1")]
@@ -425,6 +425,81 @@ def test_unary_rules_against_finite_differences(op):
         fm = fwd.run(["logits"], {"inputs_embeds": xm.astype(np.float32), "attention_mask": mask})[0]
         num[idx] = ((fp - fm) * w["w_logit"]).sum() / (2 * h)
     assert np.abs(out - num).max() <= 2e-3 * np.abs(num).max()
+
+
+def _asgi_get(app, path: str) -> tuple[int, dict]:
+    """One GET through the ASGI application, in this process (no server, no port)."""
+    import asyncio
+
+    sent: list[dict] = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "headers": [(b"host", b"127.0.0.1")], "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    asyncio.run(app(scope, receive, send))
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return status, json.loads(body)
+
+
+@pytest.mark.parametrize("headless", [False, True])
+def test_headless_import_lists_what_it_lacks(tmp_path, headless):
+    """A graph whose logits no linear layer produces (a Tanh after the Gemm): the bundle has no features, its manifest
+    says why, influence and prototypes refuse with that reason and /v1/model lists them as unavailable, while the
+    attribution methods still run. The same graph without the Tanh keeps its features and lacks nothing."""
+    from handmade import VOCAB, _tokenizer
+    from inprocess import run_cli
+    from onnx import helper
+
+    from xai_onnx import FeaturesUnavailableError
+    from xai_onnx.influence import InfluenceIndex
+
+    graph = _tiny_graph("Tanh", vocab=len(VOCAB))
+    if headless:
+        gemm = next(n for n in graph.graph.node if n.op_type == "Gemm")
+        gemm.output[0] = "pre_logits"
+        graph.graph.node.append(helper.make_node("Tanh", ["pre_logits"], ["logits"]))
+    src = tmp_path / "src"
+    src.mkdir()
+    onnx.save(graph, str(src / "model.onnx"))
+    _tokenizer().save(str(src / "tokenizer.json"))
+    m = import_bundle(src, tmp_path / "b", max_length=8, labels=["neg", "neu", "pos"])
+    model = Model(tmp_path / "b")
+    texts = ["good movie", "not fun"]
+    assert np.isfinite(IntegratedGradients(model).explain(texts)[0].scores).all()
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    cli = run_cli("prototypes", str(tmp_path / "b"), "--data", str(data), "--n-prototypes", "1", "--n-criticisms", "1")
+    pytest.importorskip("starlette", reason="/v1/model needs the serve extra")
+    from xai_onnx.serve import create_app
+
+    status, info = _asgi_get(create_app(model), "/v1/model")
+    assert status == 200
+    if not headless:
+        assert m.unavailable == {} and model.has_features and m.feature_dim == 4 and m.head_file == "head.npz"
+        assert model.features(texts).shape == (2, 4) and model.unavailable_methods() == {}
+        assert cli.returncode == 0, cli.stderr
+        assert info["unavailable"] == {}
+        return
+    reason = "no classification head found in the imported graph"
+    assert m.unavailable["features"].startswith(reason) and set(m.unavailable) == {"features"}
+    assert "features" not in m.forward.outputs and m.head_file == "" and m.feature_dim == 0
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["unavailable"] == m.unavailable
+    assert not model.has_features
+    assert model.unavailable_methods() == {"influence": m.unavailable["features"], "prototypes": m.unavailable["features"]}
+    with pytest.raises(FeaturesUnavailableError, match=reason):
+        model.features(texts)
+    with pytest.raises(FeaturesUnavailableError, match="influence needs the features"):
+        InfluenceIndex(model).fit(texts, ["neg", "pos"])
+    assert cli.returncode == 2 and "prototypes needs the features" in cli.stderr and reason in cli.stderr
+    assert info["unavailable"] == {"influence": m.unavailable["features"], "prototypes": m.unavailable["features"]}
+    assert "ig" in info["methods"]
 
 
 # ---- minilm-sst2: optimum export + import against `xai-onnx export` of the same checkpoint -----------------------

@@ -260,9 +260,11 @@ def import_bundle(src: str | Path | None, out_dir: str | Path, *, model: str | P
     fill = surgery.fill_id
     quantized = sorted({n.op_type for n in surgery.model.graph.node if n.op_type in QUANTIZED})
     notes: dict[str, Any] = {}
+    unavailable: dict[str, str] = {}  # the manifest's: what the bundle lacks, and why
     if quantized:
         gradient = False
         notes["forward_only"] = f"{GRADIENT_METHODS_NOTE} ({', '.join(quantized)})"
+        unavailable["gradient"] = notes["forward_only"]
     fwd_model = surgery.model
     embeddings = np.asarray(surgery.embeddings)
     head_w = head_b = None
@@ -274,14 +276,14 @@ def import_bundle(src: str | Path | None, out_dir: str | Path, *, model: str | P
     else:
         if surgery.head_weight is not None and surgery.head_bias is not None:
             head_w, head_b = surgery.head_weight, surgery.head_bias
+            feature_dim = int(head_w.shape[1])
+            n_out = int(head_w.shape[0])
         else:
-            # features are the logits themselves, the head the identity: influence and prototypes then work on logits
+            # no features output: influence and prototypes refuse, saying why (Model.require_features)
             n_out = _output_width(fwd_model, "logits", surgery.uses_token_type_ids, embeddings)
-            head_w, head_b = np.eye(n_out, dtype=np.float32), np.zeros(n_out, np.float32)
-            _features_are_logits(fwd_model)
-            notes["features"] = f"logits ({surgery.head_note})"
-        feature_dim = int(head_w.shape[1])
-        label_names = _labels(source, labels, int(head_w.shape[0]))
+            feature_dim = 0
+            unavailable["features"] = f"no classification head found in the imported graph: {surgery.head_note}"
+        label_names = _labels(source, labels, n_out)
     n_labels = len(label_names)
     max_len = _max_length(source, max_length, tok_max, pad_id, surgery.compared_ids)
     models = {FILES["forward"]: fwd_model}
@@ -320,7 +322,10 @@ def import_bundle(src: str | Path | None, out_dir: str | Path, *, model: str | P
         axes = DEFAULT_AXES[task]
         # the torch exporter's contract (xai_onnx_exporters.trace: FORWARD_OUTPUTS, OBJECTIVE_INPUTS)
         objective_inputs = ("other",) if similarity else ("w_logit", "w_prob", "w_top")
-        fwd_io = (io_names, {"features": "features"} if similarity else {"logits": "logits", "features": "features"})
+        fwd_out = {"features": "features"} if similarity else {"logits": "logits", "features": "features"}
+        if "features" in unavailable:
+            del fwd_out["features"]
+        fwd_io = (io_names, fwd_out)
         grad_io = ({**io_names, **{w: w for w in objective_inputs}}, {"logits": "logits", "grad": "grad"})
 
         def spec(file: str, io: tuple[dict[str, str], dict[str, str]]) -> GraphSpec:
@@ -353,6 +358,7 @@ def import_bundle(src: str | Path | None, out_dir: str | Path, *, model: str | P
             task=task,
             pooling=pooling if similarity else None,
             normalize=bool(normalize) if similarity else False,
+            unavailable=unavailable,
         )
         manifest.save(tmp)
         if out.exists():
@@ -363,9 +369,3 @@ def import_bundle(src: str | Path | None, out_dir: str | Path, *, model: str | P
         raise
     return manifest
 
-
-def _features_are_logits(model: Any) -> None:
-    from onnx import TensorProto, helper
-
-    model.graph.node.append(helper.make_node("Identity", ["logits"], ["features"], name="features/are_logits"))
-    model.graph.output.append(helper.make_tensor_value_info("features", TensorProto.FLOAT, None))

@@ -60,9 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                "labels": list(m.labels), "max_length": m.max_length,
                "gradient": m.gradient is not None, "max_relative_error": m.validation.get("max_relative_error", {}),
                "import_seconds": m.validation.get("import_seconds")}
-    for key in ("forward_only", "features"):
-        if key in m.validation:
-            summary[key] = m.validation[key]
+    if "forward_only" in m.validation:
+        summary["forward_only"] = m.validation["forward_only"]
+    if m.unavailable:
+        summary["unavailable"] = m.unavailable
     print(json.dumps(summary))
     return 0
 
