@@ -43,7 +43,8 @@ def _build_deberta(d: Path) -> Path:
 
 _SOURCES: dict[tuple[str, str], Path] = {}
 # optimum's task for each kind of tiny model
-OPTIMUM_TASKS = {"seq": "text-classification", "token": "token-classification", "similarity": "feature-extraction"}
+OPTIMUM_TASKS = {"seq": "text-classification", "token": "token-classification", "similarity": "feature-extraction",
+                 "st": "feature-extraction"}
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +52,8 @@ def optimum_dir(tmp_path_factory):
     """One optimum export per architecture and kind per session: ``optimum_dir(arch, kind) -> (hf source dir, onnx
     dir)``. kind: "seq" (3-label sequence classifier), "token" (token classifier, TOKEN_LABELS), "similarity" (a
     sentence-transformers BERT encoder, mean pooling and Normalize, exported as plain transformers feature extraction,
-    its modules.json and 1_Pooling copied next to the ONNX as a user would)."""
+    its modules.json and 1_Pooling copied next to the ONNX as a user would), "st" (the same layout with CLS pooling,
+    exported by optimum as sentence-transformers: outputs token_embeddings and its own sentence_embedding)."""
     pytest.importorskip("torch", reason="building the tiny models needs torch (tests only; the import never does)")
     pytest.importorskip("optimum.exporters.onnx", reason="optimum exports the ONNX models under test")
     root = tmp_path_factory.mktemp("optimum")
@@ -66,10 +68,10 @@ def optimum_dir(tmp_path_factory):
 
             src = root / f"{name}-src"
             extra = {}
-            if kind == "similarity":
+            if kind in ("similarity", "st"):
                 assert arch == "bert", "the tiny sentence encoder is a BERT"
-                build_sentence_encoder(src, normalize=True, pooling="mean")
-                extra = {"library_name": "transformers"}
+                build_sentence_encoder(src, normalize=True, pooling="mean" if kind == "similarity" else "cls")
+                extra = {"library_name": "transformers" if kind == "similarity" else "sentence_transformers"}
             elif arch == "deberta-v2":
                 _build_deberta(src)
             elif kind == "token":
@@ -206,7 +208,7 @@ def _same_contract(ours: Path, exported: Path) -> None:
 
 
 @pytest.mark.slow  # exports tiny token classifiers through optimum (torch): about a minute each, once per run
-@pytest.mark.parametrize("arch", ["bert", "distilbert"])
+@pytest.mark.parametrize("arch", ["bert", "distilbert", "roberta"])
 def test_token_classification_import_matches_torch_and_captum(imported, arch):
     """An optimum token-classification export imported: the task detected, IG, saliency, gradient x input and
     occlusion for every position of texts of different lengths equal torch autograd and Captum (test_tasks' checks
@@ -266,6 +268,29 @@ def test_similarity_import_matches_autograd_and_completeness_per_side(imported):
 def test_similarity_import_has_the_export_contract(imported, tiny_export):
     _, bundle = imported("bert", "similarity")
     _same_contract(bundle, tiny_export("bert", "similarity")[1])
+
+
+@pytest.mark.slow  # exports a tiny encoder through optimum (torch): about a minute, once per run
+def test_sentence_transformers_export_pools_as_its_graph_does(imported, optimum_dir, tmp_path):
+    """optimum's sentence-transformers export (token_embeddings and its own sentence_embedding, no modules.json next
+    to it): the import finds the graph's CLS pooling and normalisation, and its features equal sentence_embedding."""
+    import onnxruntime as ort
+
+    _, onnx_dir = optimum_dir("bert", "st")
+    _, bundle = imported("bert", "st")
+    model = Model(bundle)
+    m = model.manifest
+    assert (m.task, m.pooling, m.normalize) == ("similarity", "cls", True)
+    assert not (onnx_dir / "modules.json").exists()
+    session = ort.InferenceSession(str(onnx_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+    for enc, ours in zip(model.encode(TEXTS), model.forward_rows(model.encode(TEXTS))):
+        ids = np.asarray([enc.ids], np.int64)
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        ref = session.run(["sentence_embedding"], {k: v for k, v in feeds.items() if k in names})[0]
+        _close(ours["features"], ref)
+    with pytest.raises(ExportInputError, match="3 axes"):  # a token classifier's logits are not a sequence classifier's
+        import_bundle(optimum_dir("bert", "token")[1], tmp_path / "wrong", task="sequence-classification")
 
 
 @pytest.mark.slow  # exports a tiny encoder through optimum (torch): about a minute, once per run

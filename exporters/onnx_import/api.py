@@ -26,7 +26,14 @@ from xai_onnx.manifest import DEFAULT_AXES, SCHEMA_VERSION, TASKS, GraphSpec, Ma
 
 from ..errors import ExportInputError
 from .autodiff import QUANTIZED, gradient_model
-from .similarity import HIDDEN_OUTPUTS, POOLINGS, add_pooling, cosine_model, sentence_transformers_pooling
+from .similarity import (
+    HIDDEN_OUTPUTS,
+    POOLINGS,
+    add_pooling,
+    cosine_model,
+    pooling_of_sentence_embedding,
+    sentence_transformers_pooling,
+)
 from .surgery import cut
 
 FILES = {"forward": "forward.onnx", "gradient": "gradient.onnx", "weights": "weights.bin", "embeddings": "embeddings.npy",
@@ -194,6 +201,13 @@ def detect_task(graph_outputs: dict[str, int], source: Source) -> str:
                            f"config: give --task ({', '.join(TASKS)})")
 
 
+def _table_rows(model: Any) -> int:
+    """The word-embedding table's rows (the vocabulary the ids index)."""
+    from .surgery import find_word_embedding
+
+    return int(find_word_embedding(model.graph)[2].shape[0])
+
+
 def _output_width(model: Any, name: str, uses_tt: bool, embeddings: np.ndarray) -> int:
     """The last extent of output ``name`` on a two-token row."""
     from .validate_fd import _session
@@ -235,6 +249,12 @@ def import_bundle(src: str | Path | None, out_dir: str | Path, *, model: str | P
         raise ExportInputError(f"--pooling and --normalize apply to similarity imports; this one is {task}")
     if similarity and labels is not None:
         raise ExportInputError("--labels applies to classifiers; a similarity bundle has no labels")
+    if not similarity:
+        rank = outputs.get("logits", next(iter(outputs.values())) if len(outputs) == 1 else 0)
+        want = 3 if task == "token-classification" else 2
+        if rank in (2, 3) and rank != want:
+            raise ExportInputError(f"the graph's logits have {rank} axes: a {task} needs {want} "
+                                   f"({', '.join(DEFAULT_AXES[task]['logits'])}); check --task")
     tok_json, specials, tok_max = tokenizer_parts(source)
     pad_id = specials["pad"].id
     fill = next((specials[r].id for r in ("unk", "cls", "mask") if r in specials and specials[r].id != pad_id), pad_id + 1)
@@ -248,6 +268,12 @@ def import_bundle(src: str | Path | None, out_dir: str | Path, *, model: str | P
                                        f"states ({' or '.join(HIDDEN_OUTPUTS)}, batch x sequence x hidden)")
             hidden_output = three[0]
         found = sentence_transformers_pooling(source.directory) or ("mean", False)
+        if "sentence_embedding" in outputs:  # the graph pools itself (optimum's sentence-transformers export): as it does
+            own = pooling_of_sentence_embedding(source.model, hidden_output, _table_rows(original), fill, (pad_id,))
+            if own is None and (pooling is None or normalize is None):
+                raise ExportInputError("the graph's sentence_embedding is neither the mean nor the first token of its "
+                                       f"{hidden_output}, normalised or not: give --pooling and --normalize/--no-normalize")
+            found = own or found
         st_config = source.directory / "sentence_bert_config.json"
         st_max = _read_json(st_config).get("max_seq_length") if st_config.is_file() else None
         if isinstance(st_max, int) and st_max > 1:  # as export reads it

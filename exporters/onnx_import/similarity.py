@@ -152,3 +152,29 @@ def cosine_model(forward: onnx.ModelProto, logits: str = "logits") -> onnx.Model
 def _dim_name(model: onnx.ModelProto, axis: int) -> str:
     first = model.graph.input[0].type.tensor_type.shape.dim
     return (first[axis].dim_param if len(first) > axis and first[axis].dim_param else "batch")
+
+
+def pooling_of_sentence_embedding(original: Path, hidden: str, vocab: int, fill_id: int,
+                                  pad_ids: tuple[int, ...]) -> tuple[str, bool] | None:
+    """(pooling, normalize) that turn the original graph's ``hidden`` token states into its own
+    ``sentence_embedding`` output (optimum's sentence-transformers export has both), found by running it on two rows
+    of random ids, one padded; None when no mean or CLS pooling, normalised or not, gives it (within 1e-4)."""
+    from .validate_fd import _dtype, _session, pool
+
+    sess = _session(original)
+    rng = np.random.default_rng(7)
+    ids = rng.integers(0, vocab, size=(2, 9))
+    ids[np.isin(ids, pad_ids)] = fill_id
+    mask = np.ones_like(ids)
+    mask[1, 5:] = 0
+    ids[1, 5:] = pad_ids[0]
+    names = {i.name for i in sess.get_inputs()}
+    feeds = {k: v.astype(_dtype(sess, k)) for k, v in
+             (("input_ids", ids), ("attention_mask", mask), ("token_type_ids", np.zeros_like(ids))) if k in names}
+    states, sentence = sess.run([hidden, "sentence_embedding"], feeds)
+    for pooling in POOLINGS:
+        for normalize in (False, True):
+            ours = pool(states, mask, pooling, normalize)
+            if np.abs(ours - sentence).max() <= 1e-4 * max(float(np.abs(sentence).max()), 1e-12):
+                return pooling, normalize
+    return None
