@@ -3,7 +3,14 @@
 Imports only the standard library, numpy, onnxruntime and tokenizers.
 """
 
-from .errors import BundleError, GradientUnavailableError, InputError, ProviderError, XaiOnnxError
+from .errors import (
+    BundleError,
+    FeaturesUnavailableError,
+    GradientUnavailableError,
+    InputError,
+    ProviderError,
+    XaiOnnxError,
+)
 from .methods import METHODS, Explainer, FiniteDifference, GradientXInput, IntegratedGradients, Occlusion, Saliency
 from .model import Model
 from .quadrature import approximation_parameters
@@ -12,7 +19,8 @@ from .results import Attribution, Prediction, Target
 __version__ = "0.1.0"
 
 __all__ = [
-    "METHODS", "Attribution", "BundleError", "Explainer", "FiniteDifference", "GradientUnavailableError",
+    "METHODS", "Attribution", "BundleError", "Explainer", "FeaturesUnavailableError", "FiniteDifference",
+    "GradientUnavailableError",
     "GradientXInput", "InputError", "IntegratedGradients", "Model", "Occlusion", "Prediction", "ProviderError",
     "Saliency", "Target", "XaiOnnxError", "approximation_parameters",
 ]

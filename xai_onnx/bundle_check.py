@@ -74,8 +74,14 @@ def check_numbers(manifest: Manifest) -> None:
             twice = sorted({lab for lab in m.labels if m.labels.count(lab) > 1})
             raise BundleError(f"manifest labels name {twice} more than once: a target label would be ambiguous; {_FIX}")
     for field in ("vocab_size", "embedding_dim", "feature_dim", "max_length"):
-        if getattr(m, field) < 1:
+        if getattr(m, field) < 1 and not (field == "feature_dim" and getattr(m, field) == 0 and not _has_features(m)):
             raise BundleError(f"manifest {field} is {getattr(m, field)}: it must be >= 1; {_FIX}")
+
+
+def _has_features(manifest: Manifest) -> bool:
+    """Whether a graph gives or takes features (a bundle without them, imported headless, may say feature_dim 0)."""
+    graphs = [g for g in (manifest.forward, manifest.forward_int8, manifest.gradient, manifest.gradient_int8) if g]
+    return any("features" in g.outputs or "other" in g.inputs for g in graphs)
 
 
 def check_values(manifest: Manifest, tokenizer: TextEncoder, embeddings: np.ndarray) -> None:

@@ -441,6 +441,7 @@ def cmd_prototypes(args: argparse.Namespace) -> int:
     if not texts:
         raise InputError(f"{args.data} holds no examples")
     model = _model(args)
+    model.require_features("prototypes")
     y = label_indices(labels, model.labels) if args.per_class else None
     feats = model.features(texts)
     critic = MMDCritic(n_prototypes=args.n_prototypes, n_criticisms=args.n_criticisms, per_class=args.per_class).fit(

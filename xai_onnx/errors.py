@@ -15,6 +15,11 @@ class GradientUnavailableError(BundleError):
     """A gradient method was asked of a bundle exported without a gradient graph."""
 
 
+class FeaturesUnavailableError(BundleError):
+    """Influence or prototypes were asked of a bundle whose forward graph gives no features (the input of a linear
+    classification head): an imported graph where no such head was found."""
+
+
 class InputError(XaiOnnxError, ValueError):
     """A user-supplied argument (text, target, option, file) is unusable."""
 

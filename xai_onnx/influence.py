@@ -60,6 +60,7 @@ class InfluenceIndex:
     def __init__(self, model: Model, *, k: int = 5):
         if k < 1:
             raise InputError(f"k must be >= 1, got {k}")
+        model.require_features("influence")
         self.model = model
         self.k = k
 

@@ -91,6 +91,11 @@ class Manifest:
     #: v2: the encoder's pooling and normalisation (informational; the graph applies them)
     pooling: str | None = None
     normalize: bool = False
+    #: what the bundle lacks and why, by capability: ``gradient`` (no gradient graph: the gradient methods),
+    #: ``features`` (no ``features`` output: influence and prototypes). The graphs decide what is served
+    #: (:meth:`Model.unavailable_methods`); this says why, where the exporter knows (an imported quantised graph, an
+    #: imported graph without a recognisable classification head).
+    unavailable: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -155,6 +160,7 @@ class Manifest:
                 task=task,
                 pooling=None if d.get("pooling") is None else str(d["pooling"]),
                 normalize=bool(d.get("normalize", False)),
+                unavailable={str(k): str(v) for k, v in dict(d.get("unavailable") or {}).items()},
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"manifest is malformed ({type(exc).__name__}: {exc}): re-export the bundle") from exc

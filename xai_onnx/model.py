@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .bundle_check import check_files, check_graph, check_values
-from .errors import BundleError, GradientUnavailableError, InputError, install_hint
+from .errors import BundleError, FeaturesUnavailableError, GradientUnavailableError, InputError, install_hint
 from .limits import MIB, Cancel, Cancelled, current_cancel, rows_within
 from .manifest import GraphSpec, Manifest
 from .results import Prediction, Target
@@ -23,6 +23,8 @@ from .tokenization import Encoded, TextEncoder
 
 __all__ = ["CALL_COST_TOKENS", "Model", "RowGroup", "plan_batches", "softmax", "target_output"]
 
+#: what needs the forward graph's ``features`` (the input of the classification head)
+FEATURE_METHODS = ("influence", "prototypes")
 # the extent of each named axis that is not batch or sequence
 _FIXED_AXES = ("labels", "top", "features", "embedding")
 
@@ -197,6 +199,35 @@ class Model:
     def has_gradient(self) -> bool:
         spec = self.gradient_spec
         return spec is not None and (self.path / spec.file).is_file()
+
+    @property
+    def has_features(self) -> bool:
+        """Whether the forward graph gives ``features`` (what influence and prototypes work on)."""
+        return "features" in self.forward_spec.outputs
+
+    def require_features(self, what: str) -> None:
+        """Raise FeaturesUnavailableError, naming ``what`` and the reason the manifest gives, unless
+        :attr:`has_features`."""
+        if not self.has_features:
+            reason = self.manifest.unavailable.get("features", "its forward graph has no features output")
+            raise FeaturesUnavailableError(
+                f"{what} needs the features that feed a linear classification head, which bundle {self.path} lacks "
+                f"({reason}): use the attribution methods, or export the model from its checkpoint with "
+                "`xai-onnx export`")
+
+    def unavailable_methods(self) -> dict[str, str]:
+        """What this bundle cannot serve, and why: the gradient methods without a gradient graph, influence and
+        prototypes without features (the reasons the manifest's ``unavailable`` gives, where it gives one)."""
+        from .registry import method_table
+
+        out: dict[str, str] = {}
+        if not self.has_gradient:
+            reason = self.manifest.unavailable.get("gradient", "the bundle has no gradient graph")
+            out.update({t["name"]: reason for t in method_table() if t["needs_gradient"]})
+        if not self.has_features:
+            reason = self.manifest.unavailable.get("features", "the forward graph has no features output")
+            out.update({name: reason for name in FEATURE_METHODS})
+        return out
 
     @property
     def gradient_spec(self) -> GraphSpec | None:
@@ -413,7 +444,9 @@ class Model:
         return out
 
     def features(self, texts: Sequence[str]) -> np.ndarray:
-        """Pooled features that feed the classification head: ndarray of shape (n_texts, feature_dim)."""
+        """Pooled features that feed the classification head: ndarray of shape (n_texts, feature_dim).
+        FeaturesUnavailableError where the bundle has none (:attr:`has_features`)."""
+        self.require_features("Model.features")
         return self.forward_encoded(self.encode(texts))[1]
 
     def __repr__(self) -> str:

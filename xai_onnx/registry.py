@@ -208,8 +208,10 @@ def make_explainer(model: Model, method: str, options: Mapping[str, Any] | None 
     ...). Absent and None options take the method's defaults."""
     cls = get_method(method)
     if cls.needs_gradient and not model.has_gradient:
+        why = model.manifest.unavailable.get("gradient")
         raise GradientUnavailableError(
-            f"method {method!r} needs the gradient graph, which bundle {model.path} lacks: re-export it with "
+            f"method {method!r} needs the gradient graph, which bundle {model.path} lacks{f' ({why})' if why else ''}: "
+            "re-export it with "
             "`xai-onnx export` (without --no-gradient), or use a forward-only method "
             f"({', '.join(n for n, c in _load().items() if not c.needs_gradient)})")
     return cls(model, **explainer_kwargs(method, options or {}, strict=strict))

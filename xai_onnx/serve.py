@@ -2,7 +2,7 @@
 request; parsing, validation and the work run in worker threads, never on the event loop.
 
     GET  /health          {"status": "ok"}
-    GET  /v1/model        labels, methods available, limits, security settings
+    GET  /v1/model        labels, methods available (and those unavailable, with why), limits, security settings
     POST /v1/predict      {"texts": [...]}                       -> {"results": [...]}
     POST /v1/explain      {"texts": [...], "method": "ig", ...}  -> {"method": ..., "results": [...]} (the CLI's schema)
 
@@ -385,6 +385,7 @@ def create_app(model: Model, *, limits: Limits | None = None, api_key: str | Non
         m = model.manifest
         table = [t for t in method_table() if model.has_gradient or not t["needs_gradient"]]
         return {"task": m.task, "labels": list(m.labels), "methods": [t["name"] for t in table], "method_options": table,
+                "unavailable": model.unavailable_methods(),
                 "architecture": m.architecture, "max_length": m.max_length, "gradient": model.has_gradient,
                 "limits": limits.to_dict(),
                 "security": {"api_key": api_key is not None, "allowed_hosts": None if hosts is None else sorted(hosts)}}

@@ -1,4 +1,9 @@
-"""``import_bundle``: an ONNX text classifier (an optimum export, or any graph taking ``input_ids``) -> a bundle.
+"""``import_bundle``: an ONNX text model (an optimum export, or any graph taking ``input_ids``) -> a bundle.
+
+Tasks, detected from the graph's outputs and then config.json as ``xai-onnx export`` does (or given): a sequence
+classifier (``logits`` (batch, labels)), a token classifier (``logits`` (batch, sequence, labels)), and an encoder
+without a head (``last_hidden_state``: optimum's feature-extraction export), imported for similarity. The bundles
+have the contract of the torch exporter's for the same task (:mod:`xai_onnx_exporters.trace`).
 
 Needs onnx, onnxruntime, numpy and tokenizers only: no torch, no transformers.
 """
@@ -17,10 +22,18 @@ from typing import Any
 
 import numpy as np
 
-from xai_onnx.manifest import DEFAULT_AXES, SCHEMA_VERSION, GraphSpec, Manifest, SpecialToken
+from xai_onnx.manifest import DEFAULT_AXES, SCHEMA_VERSION, TASKS, GraphSpec, Manifest, SpecialToken
 
 from ..errors import ExportInputError
 from .autodiff import QUANTIZED, gradient_model
+from .similarity import (
+    HIDDEN_OUTPUTS,
+    POOLINGS,
+    add_pooling,
+    cosine_model,
+    pooling_of_sentence_embedding,
+    sentence_transformers_pooling,
+)
 from .surgery import cut
 
 FILES = {"forward": "forward.onnx", "gradient": "gradient.onnx", "weights": "weights.bin", "embeddings": "embeddings.npy",
@@ -31,7 +44,7 @@ _GUESSES = {"pad": ("[PAD]", "<pad>"), "mask": ("[MASK]", "<mask>"), "unk": ("[U
             "sep": ("[SEP]", "</s>")}
 # position ids of these start after the padding index (HF's create_position_ids_from_input_ids)
 _PADDING_OFFSET = ("roberta", "xlm-roberta", "camembert", "mpnet", "longformer", "data2vec-text", "xmod", "ernie_m")
-TASK = "sequence-classification"
+TASK_SUFFIXES = {"ForSequenceClassification": "sequence-classification", "ForTokenClassification": "token-classification"}
 GRADIENT_METHODS_NOTE = "quantised graph: gradient methods (saliency, ig, gradient x input) are unavailable"
 
 
@@ -41,6 +54,7 @@ class Source:
     tokenizer: Path
     config: dict[str, Any]
     tokenizer_config: dict[str, Any]
+    directory: Path  # where config.json and a sentence-transformers layout (modules.json) are looked for
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -78,7 +92,7 @@ def resolve_source(src: str | Path | None, model: str | Path | None, tokenizer: 
     for name in ("special_tokens_map.json", "tokenizer_config.json"):
         if (base / name).is_file():
             tok_cfg.update(_read_json(base / name))
-    return Source(Path(model), Path(tokenizer), config, tok_cfg)
+    return Source(Path(model), Path(tokenizer), config, tok_cfg, base)
 
 
 def _token_text(v: Any) -> str | None:
@@ -167,15 +181,60 @@ def _check_output(out_dir: Path, overwrite: bool) -> Path:
     return out
 
 
+def detect_task(graph_outputs: dict[str, int], source: Source) -> str:
+    """What an imported graph computes, from its outputs (name: rank) first, then config.json's ``architectures``,
+    then a sentence-transformers layout next to it: ``logits`` of rank 3 is a token classifier, of rank 2 a sequence
+    classifier, ``last_hidden_state`` (or ``token_embeddings``) without logits an encoder for similarity."""
+    if "logits" in graph_outputs:
+        return "token-classification" if graph_outputs["logits"] == 3 else "sequence-classification"
+    if any(h in graph_outputs for h in HIDDEN_OUTPUTS):
+        return "similarity"
+    found = {t for a in source.config.get("architectures") or [] for suffix, t in TASK_SUFFIXES.items()
+             if str(a).endswith(suffix)}
+    if len(found) == 1:
+        return found.pop()
+    if (source.directory / "modules.json").is_file():
+        return "similarity"
+    if len(graph_outputs) == 1 and next(iter(graph_outputs.values())) == 2:
+        return "sequence-classification"
+    raise ExportInputError(f"cannot tell the task of {source.model} from its outputs {sorted(graph_outputs)} or its "
+                           f"config: give --task ({', '.join(TASKS)})")
+
+
+def _table_rows(model: Any) -> int:
+    """The word-embedding table's rows (the vocabulary the ids index)."""
+    from .surgery import find_word_embedding
+
+    return int(find_word_embedding(model.graph)[2].shape[0])
+
+
+def _output_width(model: Any, name: str, uses_tt: bool, embeddings: np.ndarray) -> int:
+    """The last extent of output ``name`` on a two-token row."""
+    from .validate_fd import _session
+
+    sess = _session(model.SerializeToString())
+    feeds: dict[str, np.ndarray] = {"inputs_embeds": embeddings[None, :2].astype(np.float32),
+                                    "attention_mask": np.ones((1, 2), np.int64)}
+    if uses_tt:
+        feeds["token_type_ids"] = np.zeros((1, 2), np.int64)
+    return int(sess.run([name], feeds)[0].shape[-1])
+
+
 def import_bundle(src: str | Path | None, out_dir: str | Path, *, model: str | Path | None = None,
                   tokenizer: str | Path | None = None, labels: list[str] | None = None, max_length: int | None = None,
-                  gradient: bool = True, overwrite: bool = False, validate_import: bool = True) -> Manifest:
-    """Import an ONNX text classifier into an explainer bundle at ``out_dir`` (built in a temporary directory, moved in
-    only after validation). A quantised model is imported forward-only. Returns the manifest."""
+                  gradient: bool = True, overwrite: bool = False, validate_import: bool = True, task: str | None = None,
+                  pooling: str | None = None, normalize: bool | None = None) -> Manifest:
+    """Import an ONNX text model into an explainer bundle at ``out_dir`` (built in a temporary directory, moved in
+    only after validation). A quantised model is imported forward-only. Returns the manifest.
+
+    ``task`` overrides the detected one (:func:`detect_task`). For similarity, ``pooling`` (``mean``, ``cls``) and
+    ``normalize`` override what a sentence-transformers layout in the source says (default: mean, not normalised)."""
     import onnx
 
     from ..storage import save_with_shared_weights
 
+    if task is not None and task not in TASKS:
+        raise ExportInputError(f"--task {task!r} is not one of {', '.join(TASKS)}")
     out = _check_output(Path(out_dir), overwrite)
     source = resolve_source(src, model, tokenizer)
     t0 = time.perf_counter()
@@ -183,31 +242,80 @@ def import_bundle(src: str | Path | None, out_dir: str | Path, *, model: str | P
         original = onnx.load(str(source.model))
     except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError, OSError, ...
         raise ExportInputError(f"cannot load {source.model} as ONNX: {exc}") from exc
+    outputs = {o.name: len(o.type.tensor_type.shape.dim) for o in original.graph.output}
+    task = task or detect_task(outputs, source)
+    similarity = task == "similarity"
+    if not similarity and (pooling is not None or normalize is not None):
+        raise ExportInputError(f"--pooling and --normalize apply to similarity imports; this one is {task}")
+    if similarity and labels is not None:
+        raise ExportInputError("--labels applies to classifiers; a similarity bundle has no labels")
+    if not similarity:
+        rank = outputs.get("logits", next(iter(outputs.values())) if len(outputs) == 1 else 0)
+        want = 3 if task == "token-classification" else 2
+        if rank in (2, 3) and rank != want:
+            raise ExportInputError(f"the graph's logits have {rank} axes: a {task} needs {want} "
+                                   f"({', '.join(DEFAULT_AXES[task]['logits'])}); check --task")
     tok_json, specials, tok_max = tokenizer_parts(source)
     pad_id = specials["pad"].id
     fill = next((specials[r].id for r in ("unk", "cls", "mask") if r in specials and specials[r].id != pad_id), pad_id + 1)
-    surgery = cut(original, fill_id=fill)
+    hidden_output: str | None = None
+    if similarity:
+        hidden_output = next((h for h in HIDDEN_OUTPUTS if h in outputs), None)
+        if hidden_output is None:
+            three = [n for n, r in outputs.items() if r == 3]
+            if len(three) != 1:
+                raise ExportInputError(f"no encoder output to pool among {sorted(outputs)}: similarity needs the token "
+                                       f"states ({' or '.join(HIDDEN_OUTPUTS)}, batch x sequence x hidden)")
+            hidden_output = three[0]
+        found = sentence_transformers_pooling(source.directory) or ("mean", False)
+        if "sentence_embedding" in outputs:  # the graph pools itself (optimum's sentence-transformers export): as it does
+            own = pooling_of_sentence_embedding(source.model, hidden_output, _table_rows(original), fill, (pad_id,))
+            if own is None and (pooling is None or normalize is None):
+                raise ExportInputError("the graph's sentence_embedding is neither the mean nor the first token of its "
+                                       f"{hidden_output}, normalised or not: give --pooling and --normalize/--no-normalize")
+            found = own or found
+        st_config = source.directory / "sentence_bert_config.json"
+        st_max = _read_json(st_config).get("max_seq_length") if st_config.is_file() else None
+        if isinstance(st_max, int) and st_max > 1:  # as export reads it
+            tok_max = min(tok_max, st_max) if tok_max else st_max
+        pooling = pooling or found[0]
+        normalize = found[1] if normalize is None else normalize
+        if pooling not in POOLINGS:
+            raise ExportInputError(f"--pooling {pooling!r} is not one of {', '.join(POOLINGS)}")
+    surgery = cut(original, fill_id=fill, logits=hidden_output, head=not similarity)
     fill = surgery.fill_id
     quantized = sorted({n.op_type for n in surgery.model.graph.node if n.op_type in QUANTIZED})
     notes: dict[str, Any] = {}
+    unavailable: dict[str, str] = {}  # the manifest's: what the bundle lacks, and why
     if quantized:
         gradient = False
         notes["forward_only"] = f"{GRADIENT_METHODS_NOTE} ({', '.join(quantized)})"
+        unavailable["gradient"] = notes["forward_only"]
     fwd_model = surgery.model
-    if surgery.head_weight is not None and surgery.head_bias is not None:
-        head_w, head_b = surgery.head_weight, surgery.head_bias
+    embeddings = np.asarray(surgery.embeddings)
+    head_w = head_b = None
+    if similarity:
+        assert pooling is not None
+        feature_dim = _output_width(fwd_model, "logits", surgery.uses_token_type_ids, embeddings)
+        add_pooling(fwd_model, "logits", feature_dim, pooling, bool(normalize))
+        label_names = ["similarity"]
     else:
-        # features are the logits themselves, the head the identity: influence and prototypes then work on logits
-        n_out = _logits_width(fwd_model, surgery, np.asarray(surgery.embeddings))
-        head_w, head_b = np.eye(n_out, dtype=np.float32), np.zeros(n_out, np.float32)
-        _features_are_logits(fwd_model)
-        notes["features"] = f"logits ({surgery.head_note})"
-    n_labels = int(head_w.shape[0])
-    label_names = _labels(source, labels, n_labels)
+        if surgery.head_weight is not None and surgery.head_bias is not None:
+            head_w, head_b = surgery.head_weight, surgery.head_bias
+            feature_dim = int(head_w.shape[1])
+            n_out = int(head_w.shape[0])
+        else:
+            # no features output: influence and prototypes refuse, saying why (Model.require_features)
+            n_out = _output_width(fwd_model, "logits", surgery.uses_token_type_ids, embeddings)
+            feature_dim = 0
+            unavailable["features"] = f"no classification head found in the imported graph: {surgery.head_note}"
+        label_names = _labels(source, labels, n_out)
+    n_labels = len(label_names)
     max_len = _max_length(source, max_length, tok_max, pad_id, surgery.compared_ids)
     models = {FILES["forward"]: fwd_model}
     if gradient:
-        models[FILES["gradient"]] = gradient_model(fwd_model)
+        models[FILES["gradient"]] = (gradient_model(cosine_model(fwd_model), objective="sum") if similarity
+                                     else gradient_model(fwd_model))
     build_seconds = time.perf_counter() - t0
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -218,7 +326,8 @@ def import_bundle(src: str | Path | None, out_dir: str | Path, *, model: str | P
     try:
         sizes = save_with_shared_weights(models, tmp, FILES["weights"])
         np.save(tmp / FILES["embeddings"], surgery.embeddings)
-        np.savez(tmp / FILES["head"], W=head_w, b=head_b, labels=np.array(label_names))
+        if head_w is not None and head_b is not None:
+            np.savez(tmp / FILES["head"], W=head_w, b=head_b, labels=np.array(label_names))
         (tmp / FILES["tokenizer"]).write_text(tok_json, encoding="utf-8")
         report: dict[str, Any] = {}
         if validate_import:
@@ -226,7 +335,8 @@ def import_bundle(src: str | Path | None, out_dir: str | Path, *, model: str | P
 
             report = validate(source.model, tmp / FILES["forward"], tmp / FILES["gradient"] if gradient else None,
                               surgery.embeddings, n_labels, surgery.uses_token_type_ids, max_len, fill,
-                              (pad_id, *surgery.compared_ids))
+                              (pad_id, *surgery.compared_ids), task=task, original_output=hidden_output,
+                              pooling=pooling or "mean", normalize=bool(normalize))
         report.update(notes)
         report["import_seconds"] = round(time.perf_counter() - t0, 2)
         report["graph_build_seconds"] = round(build_seconds, 2)
@@ -235,35 +345,46 @@ def import_bundle(src: str | Path | None, out_dir: str | Path, *, model: str | P
         io_names = {n: n for n in in_names}
         opset = next((o.version for o in fwd_model.opset_import if o.domain in ("", "ai.onnx")), 0)
         cfg = source.config
-        axes = DEFAULT_AXES[TASK]
-        fwd_io = (io_names, {"logits": "logits", "features": "features"})
-        grad_io = ({**io_names, "w_logit": "w_logit", "w_prob": "w_prob", "w_top": "w_top"}, {"logits": "logits", "grad": "grad"})
+        axes = DEFAULT_AXES[task]
+        # the torch exporter's contract (xai_onnx_exporters.trace: FORWARD_OUTPUTS, OBJECTIVE_INPUTS)
+        objective_inputs = ("other",) if similarity else ("w_logit", "w_prob", "w_top")
+        fwd_out = {"features": "features"} if similarity else {"logits": "logits", "features": "features"}
+        if "features" in unavailable:
+            del fwd_out["features"]
+        fwd_io = (io_names, fwd_out)
+        grad_io = ({**io_names, **{w: w for w in objective_inputs}}, {"logits": "logits", "grad": "grad"})
 
         def spec(file: str, io: tuple[dict[str, str], dict[str, str]]) -> GraphSpec:
             return GraphSpec(file, io[0], io[1], {r: list(axes[r]) for r in [*io[0], *io[1]]})
 
+        architecture = str((cfg.get("architectures") or [source.model.name])[0])
+        if similarity:
+            architecture = f"{architecture}+{pooling}-pooling{'+normalize' if normalize else ''}"
         manifest = Manifest(
             schema_version=SCHEMA_VERSION,
             source_kind="onnx-import",
             model_type=str(cfg.get("model_type", "unknown")),
-            architecture=str((cfg.get("architectures") or [source.model.name])[0]),
+            architecture=architecture,
             labels=tuple(label_names),
             special_tokens=specials,
             max_length=max_len,
             embedding_dim=int(surgery.embeddings.shape[1]),
-            feature_dim=int(head_w.shape[1]),
+            feature_dim=feature_dim,
             vocab_size=int(surgery.embeddings.shape[0]),
             uses_token_type_ids=surgery.uses_token_type_ids,
             opset=opset,
             tokenizer_file=FILES["tokenizer"],
             embeddings_file=FILES["embeddings"],
-            head_file=FILES["head"],
+            head_file=FILES["head"] if head_w is not None else "",
             weights_file=FILES["weights"],
             forward=spec(FILES["forward"], fwd_io),
             gradient=spec(FILES["gradient"], grad_io) if gradient else None,
             tool_versions=_versions(),
             validation=report,
-            task=TASK,
+            task=task,
+            pooling=pooling if similarity else None,
+            normalize=bool(normalize) if similarity else False,
+            unavailable=unavailable,
         )
         manifest.save(tmp)
         if out.exists():
@@ -274,20 +395,3 @@ def import_bundle(src: str | Path | None, out_dir: str | Path, *, model: str | P
         raise
     return manifest
 
-
-def _logits_width(model: Any, surgery: Any, embeddings: np.ndarray) -> int:
-    from .validate_fd import _session
-
-    sess = _session(model.SerializeToString())
-    feeds: dict[str, np.ndarray] = {"inputs_embeds": embeddings[None, :2].astype(np.float32),
-                                    "attention_mask": np.ones((1, 2), np.int64)}
-    if surgery.uses_token_type_ids:
-        feeds["token_type_ids"] = np.zeros((1, 2), np.int64)
-    return int(sess.run(["logits"], feeds)[0].shape[-1])
-
-
-def _features_are_logits(model: Any) -> None:
-    from onnx import TensorProto, helper
-
-    model.graph.node.append(helper.make_node("Identity", ["logits"], ["features"], name="features/are_logits"))
-    model.graph.output.append(helper.make_tensor_value_info("features", TensorProto.FLOAT, None))

@@ -6,11 +6,13 @@ outputs ``logits`` and ``grad = d F / d inputs_embeds`` with
 
     F = sum(w_logit * logits + w_prob * softmax(logits)) + sum_rows(w_top[:, 0] * logits[k] + w_top[:, 1] * softmax(logits)[k])
 
-for the arg-max class k of each row. The backward nodes read the forward's tensors (no forward value is computed
-twice); LayerNormalization is asked for its saved mean and inverse deviation; products with constant weights read a
-``Transpose`` of the weight that onnxruntime folds into a constant at load, and products of two activations a
-``Transpose`` it fuses into the product (FusedMatMul). Only nodes between ``inputs_embeds`` and ``logits`` get
-adjoints, and any operator on that path without a rule here is refused by name and node.
+for the arg-max class k of each row: of each (row, position) for a token classifier, whose logits and weights carry
+a sequence axis, or F = sum(logits) for a similarity graph whose logits are the cosine. The backward nodes read the
+forward's tensors (no forward value is computed twice); LayerNormalization is asked for its saved mean and inverse
+deviation; products with constant weights read a ``Transpose`` of the weight that onnxruntime folds into a constant
+at load, and products of two activations a ``Transpose`` it fuses into the product (FusedMatMul). Only nodes between
+``inputs_embeds`` and ``logits`` get adjoints, and any operator on that path without a rule here is refused by name
+and node.
 """
 
 from __future__ import annotations
@@ -562,13 +564,15 @@ def _ask_layer_norm_statistics(graph: onnx.GraphProto, path: list[int]) -> None:
 
 
 def _objective_seed(b: _Builder, logits: str) -> str:
-    """d F / d logits for the weights w_logit, w_prob (batch, labels) and w_top (batch, 2) (module docstring)."""
+    """d F / d logits for the weights w_logit, w_prob (batch[, sequence], labels) and w_top (batch[, sequence], 2)
+    (module docstring)."""
     probs = b.op("Softmax", [logits], axis=-1)
     top_idx = b.op("ArgMax", [logits], axis=-1, keepdims=0)
     depth = b.op("Gather", [b.op("Shape", [logits]), b.const(-1, np.int64)])
     top = b.op("OneHot", [top_idx, depth, b.const([0.0, 1.0])], axis=-1)
-    w_top_logit = b.op("Slice", ["w_top", b.const([0], np.int64), b.const([1], np.int64), b.const([1], np.int64)])
-    w_top_prob = b.op("Slice", ["w_top", b.const([1], np.int64), b.const([2], np.int64), b.const([1], np.int64)])
+    last = b.const([-1], np.int64)  # (batch, 2) for a sequence classifier, (batch, sequence, 2) for a token one
+    w_top_logit = b.op("Slice", ["w_top", b.const([0], np.int64), b.const([1], np.int64), last])
+    w_top_prob = b.op("Slice", ["w_top", b.const([1], np.int64), b.const([2], np.int64), last])
     on_logit = b.op("Add", ["w_logit", b.op("Mul", [top, w_top_logit])])
     on_prob = b.op("Add", ["w_prob", b.op("Mul", [top, w_top_prob])])
     weighted = b.op("Mul", [on_prob, probs])
@@ -605,8 +609,13 @@ def _outer_names(node: onnx.NodeProto) -> set[str]:
 
 
 def gradient_model(forward: onnx.ModelProto, *, wrt: str = "inputs_embeds", logits: str = "logits",
-                   grad_name: str = "grad") -> onnx.ModelProto:
-    """The gradient graph of ``forward`` (see the module docstring); ``forward`` is not modified."""
+                   grad_name: str = "grad", objective: str = "classification") -> onnx.ModelProto:
+    """The gradient graph of ``forward`` (see the module docstring); ``forward`` is not modified.
+
+    ``objective``: ``classification`` (the weights w_logit, w_prob, w_top in, one row per position where ``logits``
+    has a sequence axis) or ``sum`` (F = the sum of ``logits``: a similarity graph whose logits are the cosine)."""
+    if objective not in ("classification", "sum"):
+        raise ValueError(f"objective {objective!r}")
     model = copy.deepcopy(forward)
     graph = model.graph
     quantized = check_differentiable(model, wrt, logits)
@@ -620,11 +629,15 @@ def gradient_model(forward: onnx.ModelProto, *, wrt: str = "inputs_embeds", logi
     b = _Builder(opset, shapes, types)
     consts = _constants(graph)
     logits_shape = shapes.get(logits) or [None, None]
-    batch_dim = logits_shape[0]
-    for name, width in (("w_logit", None), ("w_prob", None), ("w_top", 2)):
-        labels_dim = width if width is not None else logits_shape[-1]
-        graph.input.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [batch_dim or "batch", labels_dim or "labels"]))
-    adjoints: dict[str, list[str]] = {logits: [_objective_seed(b, logits)]}
+    if objective == "sum":
+        seed = b.op("ConstantOfShape", [b.op("Shape", [logits])], value=helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0]))
+    else:
+        lead = [d or n for d, n in zip(logits_shape[:-1], ("batch", "sequence"))]
+        for name, width in (("w_logit", None), ("w_prob", None), ("w_top", 2)):
+            labels_dim = width if width is not None else logits_shape[-1]
+            graph.input.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [*lead, labels_dim or "labels"]))
+        seed = _objective_seed(b, logits)
+    adjoints: dict[str, list[str]] = {logits: [seed]}
 
     def total(name: str) -> str | None:
         parts = adjoints.get(name)

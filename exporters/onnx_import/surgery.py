@@ -151,8 +151,10 @@ def _opset(model: onnx.ModelProto) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
-def cut(model: onnx.ModelProto, *, fill_id: int, logits: str | None = None) -> Surgery:
-    """Apply the surgery to a copy of ``model`` (see the module docstring). ``fill_id``: a non-pad token id."""
+def cut(model: onnx.ModelProto, *, fill_id: int, logits: str | None = None, head: bool = True) -> Surgery:
+    """Apply the surgery to a copy of ``model`` (see the module docstring). ``fill_id``: a non-pad token id.
+    ``logits``: the output kept (renamed ``logits``); ``head``: whether to look for a classification head (an
+    encoder without one, imported for similarity, keeps its hidden states as ``logits`` for the pooling to read)."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
     inputs = {i.name: i for i in graph.input}
@@ -226,14 +228,17 @@ def cut(model: onnx.ModelProto, *, fill_id: int, logits: str | None = None) -> S
         for o in graph.output:
             if o.name == logits:
                 o.name = LOGITS
-    head = _find_head(graph, LOGITS)
+    found = _find_head(graph, LOGITS) if head else None
     note = ""
     w = bias = None
-    if head is not None:
-        feats, w, bias = head
+    if found is not None:
+        feats, w, bias = found
+        out_info = next(o for o in graph.output if o.name == LOGITS)
+        per_token = len(out_info.type.tensor_type.shape.dim) == 3  # a token classifier: (batch, sequence, labels)
         graph.node.append(helper.make_node("Identity", [feats], [FEATURES], name="features/expose"))
-        graph.output.append(helper.make_tensor_value_info(FEATURES, TensorProto.FLOAT, [batch, int(w.shape[1])]))
-    else:
+        graph.output.append(helper.make_tensor_value_info(
+            FEATURES, TensorProto.FLOAT, [batch, seq, int(w.shape[1])] if per_token else [batch, int(w.shape[1])]))
+    elif head:
         note = "no linear classification head with constant weights produces the logits"
     keep = [o for o in graph.output if o.name in (LOGITS, FEATURES)]
     del graph.output[:]
