@@ -35,6 +35,13 @@ FILES = {"forward": "forward.onnx", "forward_int8": "forward.int8.onnx", "gradie
          "embeddings": "embeddings.npy", "head": "head.npz", "tokenizer": "tokenizer.json"}
 
 
+def _step(say: Callable[[str, str], None], stage: str, detail: str) -> None:
+    """A finished step of a stage: its own line with its own time where the progress display has steps
+    (:meth:`xai_onnx.progress.Stages.step`), else a stage update."""
+    step = getattr(say, "step", None)
+    (step or say)(stage, detail)
+
+
 def _versions() -> dict[str, str]:
     out = {}
     for pkg in ("xai-onnx", "torch", "transformers", "onnx", "onnxscript", "onnxruntime", "optimum", "tokenizers"):
@@ -114,7 +121,7 @@ def export_bundle(source: str | Path, out_dir: str | Path, *, head: str | Path |
             say("validate", "against torch autograd on shapes the trace never saw")
             report = validate(tmp / FILES["forward"], tmp / FILES["gradient"] if gradient else None, (fwd_fn, grad_fn),
                               prep.embeddings, n_labels, prep.uses_token_type_ids, prep.max_length, (batch, seq),
-                              task=task, feature_dim=feature_dim, progress=lambda detail: say("validate", detail))
+                              task=task, feature_dim=feature_dim, progress=lambda detail: _step(say, "validate", detail))
         if int8 and gradient:
             from .quantize import int8_fidelity, quantize_gradient
 

@@ -179,3 +179,17 @@ def test_export_progress_and_summary_without_torch(handmade, monkeypatch, capsys
     lines = tty.getvalue().replace("\x1b[K", "").split("\n")
     assert re.search(r"x: load: reading \(\d+\.\ds\)$", lines[0]), lines
     assert re.search(r"x: trace: gradient graph \(\d+\.\ds\)$", lines[1]), lines
+    # a stage's steps (validated shapes) each get their own line and their own time; the stage goes on live
+    tty = io.StringIO()
+    stages_tty = Stages("x", stream=tty, live=True)
+    stages_tty("validate", "against torch autograd")
+    stages_tty.step("validate", "shape 1 x 1: ok")
+    stages_tty.step("validate", "shape 2 x 5: ok")
+    stages_tty.close()
+    lines = [ln.rsplit("\r", 1)[-1] for ln in tty.getvalue().replace("\x1b[K", "").split("\n") if ln]
+    assert [re.sub(r" \(\d+\.\ds\)$", "", ln) for ln in lines] == [
+        "x: validate: shape 1 x 1: ok", "x: validate: shape 2 x 5: ok", "x: validate: against torch autograd"], lines
+    plain = io.StringIO()
+    stages_plain = Stages("x", stream=plain, live=False)
+    stages_plain.step("validate", "shape 1 x 1: ok")
+    assert re.search(r"^x: \[ *\d+\.\ds\] validate: shape 1 x 1: ok$", plain.getvalue().strip())

@@ -82,12 +82,24 @@ def test_results_join_back_to_the_input(handmade, tmp_path):
     proc = cli("explain", str(handmade[0]), "--input", str(f), "--method", "fd", "--format", "jsonl", "--limit", "2")
     lines = [json.loads(ln) for ln in proc.stdout.splitlines()]
     assert [(r["row"], r.get("id")) for r in lines] == [(1, "a1"), (3, 2)]
+    assert "line 2" in proc.stderr
+    proc = cli("explain", str(handmade[0]), "--input", str(f), "--method", "fd", "--format", "jsonl", "--limit", "1")
+    assert "blank" not in proc.stderr  # the blank line 2 lies past the one row kept
     train = tmp_path / "train.jsonl"
     train.write_text('{"text": "good movie", "label": "positive"}\n{"text": "bad", "label": "negative"}\n')
     for cmd in (("predict",), ("attack", "--max-flips", "1"), ("influence", "--train", str(train), "--k", "1")):
         proc = cli(cmd[0], str(handmade[0]), "--input", str(f), *cmd[1:], "--input-format", "jsonl")
         assert proc.returncode == 0, (cmd, proc.stderr)
         assert [r["row"] for r in json.loads(proc.stdout)["results"]] == [1, 3, 4], cmd
+    # influence names each training example by its line in --train (blank lines counted) and its id
+    train.write_text('{"text": "good movie", "label": "positive", "id": "t1"}\n\n{"text": "bad", "label": "negative"}\n')
+    proc = cli("influence", str(handmade[0]), "--text", "good", "--train", str(train), "--k", "1")
+    (r,) = json.loads(proc.stdout)["results"]
+    by_text = {n["text"]: n for n in r["proponents"] + r["opponents"]}
+    assert by_text["good movie"]["train_row"] == 1 and by_text["good movie"]["train_id"] == "t1"
+    assert by_text["bad"]["train_row"] == 3 and "train_id" not in by_text["bad"]
+    text = cli("influence", str(handmade[0]), "--text", "good", "--train", str(train), "--k", "1", "--format", "text")
+    assert "#0 line 1 id t1 [positive] good movie" in text.stdout and "#1 line 3 [negative] bad" in text.stdout
 
 
 def test_limit_on_every_corpus_command(handmade, tmp_path):

@@ -96,14 +96,20 @@ def _limited(args: argparse.Namespace, records: Records) -> Records:
         return records
     if limit < 1:
         raise InputError(f"--limit must be >= 1, got {limit}")
-    return Records(records[:limit], source=records.source, input_format=records.input_format,
-                   skipped_rows=records.skipped_rows)
+    kept = records[:limit]
+    last = kept[-1].row if kept and kept[-1].row is not None else None
+    skipped = records.skipped_rows if last is None or len(kept) == len(records) else tuple(
+        r for r in records.skipped_rows if r < last)  # only the blank lines among the rows kept
+    return Records(kept, source=records.source, input_format=records.input_format, skipped_rows=skipped)
 
 
-def _read(args: argparse.Namespace, path: str, *, data: bool = False) -> Records:
-    """Records of an input file (--input; --data/--train with ``data``), the blank lines skipped said on stderr."""
+def _read(args: argparse.Namespace, path: str, *, data: bool = False, limited: bool = False) -> Records:
+    """Records of an input file (--input; --data/--train with ``data``), after --limit with ``limited``, the blank
+    lines skipped (among the rows kept) said on stderr."""
     recs = read_records(path, getattr(args, "input_format", None), default_format="sst2" if data else "text",
                         kind="data" if data else "input")
+    if limited:
+        recs = _limited(args, recs)
     note = recs.skipped_note()
     if note:
         _note(note)
@@ -124,7 +130,7 @@ def _records(args: argparse.Namespace) -> Records:
                                        for i, t in enumerate(texts)], source="--text"))
     if pairs is not None:
         raise InputError("--text-pair goes with --text; in an --input JSONL file give each line a \"text_pair\"")
-    return _limited(args, _read(args, args.input))
+    return _read(args, args.input, limited=True)
 
 
 def _texts(args: argparse.Namespace) -> list[str]:
@@ -302,7 +308,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     check_output(args.out, "--out")
     model = _model(args)
-    records = _limited(args, _read(args, args.data, data=True))
+    records = _read(args, args.data, data=True, limited=True)
     from .registry import make_explainer, parse_methods
 
     names = parse_methods(args.methods)
@@ -404,14 +410,34 @@ def cmd_influence(args: argparse.Namespace) -> int:
         check_output(args.index, "--index", directory=True)
     records = _records(args)
     model = _model(args)
+    train: Records | None = None
     if load:
         index = InfluenceIndex.load(model, args.index, k=args.k)
     else:
-        texts, labels = _labelled(args, args.train)
-        index = InfluenceIndex(model, k=args.k).fit(texts, labels)
+        train = _read(args, args.train, data=True)
+        index = InfluenceIndex(model, k=args.k).fit(train.texts, train.gold_labels)
         if args.index:
             index.save(args.index)
     results = index.query(records.texts, k=args.k, mode=args.mode)
+
+    def where(n: Any) -> dict[str, Any]:
+        """The training example's line in --train and its id (unknown for an index loaded from --index)."""
+        if train is None:
+            return {}
+        rec = train[n.index]
+        return {"train_row": rec.row, **({"train_id": rec.id} if rec.id is not None else {})}
+
+    def as_dict(r: Any) -> dict[str, Any]:
+        d = r.to_dict()
+        for key, ns in (("proponents", r.proponents), ("opponents", r.opponents)):
+            d[key] = [{**nd, **where(n)} for nd, n in zip(d[key], ns)]
+        return d
+
+    def mark(n: Any) -> str:
+        w = where(n)
+        at = f" line {w['train_row']}" if w.get("train_row") is not None else ""
+        return f"#{n.index}{at}{' id ' + str(w['train_id']) if 'train_id' in w else ''}"
+
     if args.mode == "tracin":
         header = ("# TracIn on the classification head: score = the dot product of the training example's loss gradient "
                   "and this text's (for its predicted label).\n# A positive score supports the prediction (training on "
@@ -421,14 +447,18 @@ def cmd_influence(args: argparse.Namespace) -> int:
     else:
         header = "# kNN: score = cosine similarity of the model's features."
         kinds = ("nearest", "farthest")
-    header += "\n# #N = the training example's index (0-based, \"index\" in JSON), [label] its training label."
+    header += ("\n# #N = the training example's index (0-based, \"index\" in JSON), then its line in the training file "
+               "(\"train_row\") and its id (\"train_id\") where known; [label] its training label.")
 
     def lines(r: Any) -> str:
         return f"{r.text}  (predicted {r.label})\n" + "\n".join(
-            [f"  {kinds[0]}:"] + [f"    {n.score:+.4f} #{n.index} [{n.label}] {n.text}" for n in r.proponents]
-            + [f"  {kinds[1]}:"] + [f"    {n.score:+.4f} #{n.index} [{n.label}] {n.text}" for n in r.opponents])
+            [f"  {kinds[0]}:"] + [f"    {n.score:+.4f} {mark(n)} [{n.label}] {n.text}" for n in r.proponents]
+            + [f"  {kinds[1]}:"] + [f"    {n.score:+.4f} {mark(n)} [{n.label}] {n.text}" for n in r.opponents])
 
-    _emit(args, "results", results, lines, records, header=header)
+    if args.format == "json":
+        _emit(args, "results", [as_dict(r) for r in results], lines, records, header=header)
+    else:
+        _emit(args, "results", results, lines, records, header=header)
     return 0
 
 
@@ -436,7 +466,7 @@ def cmd_prototypes(args: argparse.Namespace) -> int:
     from .labels import label_indices
     from .prototypes import MMDCritic
 
-    records = _limited(args, _read(args, args.data, data=True))
+    records = _read(args, args.data, data=True, limited=True)
     texts, labels = records.texts, records.gold_labels
     if not texts:
         raise InputError(f"{args.data} holds no examples")
@@ -467,7 +497,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .report import debug_report
 
     check_output(args.out, "--out", directory=True)  # before the work, not after it
-    records = _limited(args, _read(args, args.data, data=True))
+    records = _read(args, args.data, data=True, limited=True)
     train = _labelled(args, args.train) if args.train else None
     model = _model(args)
     say = (lambda m: None) if args.quiet else (lambda m: print(f"xai-onnx report: {m}", file=sys.stderr))

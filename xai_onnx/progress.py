@@ -89,6 +89,20 @@ class Stages:
             self.current, self.stage_start = text, now
             self._draw()
 
+    def step(self, stage: str, detail: str) -> None:
+        """A finished step of the running stage (a validated shape): its own line, with the time since the stage or
+        its previous step began; the stage's live line goes on. Without a terminal, one line like any stage's."""
+        if not self.enabled:
+            return
+        if not self.live or self.current is None:
+            self(stage, detail)
+            return
+        with self._lock:
+            now = time.perf_counter()
+            self.stream.write(f"\r\x1b[K{self.label}: {stage}: {detail} ({_clock(now - self.stage_start)})\n")
+            self.stage_start = now
+            self._draw()
+
     def close(self) -> None:
         self._stop.set()
         if self._thread is not None:
