@@ -324,7 +324,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict()))
     else:
         print(report.table())
-        print(f"best by comprehensiveness: {report.best()}; {report.settings['n_texts']} texts, removal={report.removal}")
+        what = f"pairs, segment={report.settings['segment']}" if report.settings.get("pairs") else "texts"
+        print(f"best by comprehensiveness: {report.best()}; {report.settings['n_texts']} {what}, removal={report.removal}")
     return 0
 
 
