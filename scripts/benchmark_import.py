@@ -1,6 +1,6 @@
 """The imported gradient graph against the exported one: minilm-sst2 exported by optimum and imported (`xai-onnx import`),
 and exported by `xai-onnx export` from the same checkpoint; both gradient graphs timed at 50 x 25 and 1 x 25 tokens
-with the same threads in one run, and the import itself timed.
+with the same threads in one run (calls interleaved), and the import itself timed.
 
     python scripts/benchmark_import.py [--threads 2] [--repeats 20] [--out scripts/results/benchmark_import.json]
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -29,7 +30,7 @@ def cpu_name() -> str:
     return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "unknown")
 
 
-def time_gradient(bundle: Path, batch: int, seq: int, threads: int, repeats: int) -> float:
+def _session_and_feeds(bundle: Path, batch: int, seq: int, threads: int) -> tuple[object, dict[str, np.ndarray]]:
     from xai_onnx.manifest import Manifest
     from xai_onnx.session import create_session
 
@@ -47,14 +48,23 @@ def time_gradient(bundle: Path, batch: int, seq: int, threads: int, repeats: int
         feeds[m.gradient.inputs["token_type_ids"]] = np.zeros((batch, seq), np.int64)
     if "w_top" in m.gradient.inputs:
         feeds[m.gradient.inputs["w_top"]] = np.tile(np.array([[0.0, 1.0]], np.float32), (batch, 1))
-    for _ in range(3):
-        sess.run(None, feeds)
-    times = []
+    return sess, feeds
+
+
+def time_gradients(bundles: list[Path], batch: int, seq: int, threads: int, repeats: int) -> list[float]:
+    """Median seconds of one gradient call per bundle, the bundles' calls interleaved (A B A B ...) so that a change
+    in the machine's load falls on both alike."""
+    runs = [_session_and_feeds(b, batch, seq, threads) for b in bundles]
+    for sess, feeds in runs:
+        for _ in range(3):
+            sess.run(None, feeds)  # type: ignore[attr-defined]
+    times: list[list[float]] = [[] for _ in runs]
     for _ in range(repeats):
-        t = time.perf_counter()
-        sess.run(None, feeds)
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+        for k, (sess, feeds) in enumerate(runs):
+            t = time.perf_counter()
+            sess.run(None, feeds)  # type: ignore[attr-defined]
+            times[k].append(time.perf_counter() - t)
+    return [float(np.median(t)) for t in times]
 
 
 def main() -> int:
@@ -85,9 +95,9 @@ def main() -> int:
     results: dict[str, object] = {"cpu": cpu_name(), "threads": args.threads, "repeats": args.repeats,
                                   "import_seconds": round(import_seconds, 2),
                                   "import_validation": imported.validation.get("max_relative_error")}
+    results["load_average_at_start"] = os.getloadavg()
     for batch, seq in ((50, 25), (1, 25)):
-        t_imp = time_gradient(work / "imported", batch, seq, args.threads, args.repeats)
-        t_exp = time_gradient(exported, batch, seq, args.threads, args.repeats)
+        t_imp, t_exp = time_gradients([work / "imported", exported], batch, seq, args.threads, args.repeats)
         results[f"{batch}x{seq}"] = {"imported_s": round(t_imp, 5), "exported_s": round(t_exp, 5), "ratio": round(t_imp / t_exp, 3)}
     print(json.dumps(results, indent=2))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
