@@ -117,7 +117,7 @@ def test_influence_text_has_a_header_and_the_training_index(handmade, tmp_path):
     assert "  proponents (highest scores):" in proc.stdout and "  opponents (lowest scores):" in proc.stdout
     js = json.loads(cli("influence", str(handmade[0]), "--train", str(train), "--text", "fun", "--k", "1").stdout)
     top = js["results"][0]["proponents"][0]
-    assert f"    {top['score']:+.4f} #{top['index']} [{top['label']}] {top['text']}" in proc.stdout
+    assert f"    {top['score']:+.4f} #{top['index']} line {top['train_row']} [{top['label']}] {top['text']}" in proc.stdout
 
 
 def test_attack_names_the_original_labels_probability(handmade):
