@@ -125,8 +125,9 @@ def test_work_over_the_evaluation_budget_names_the_option(handmade):
 
 
 def test_time_limit_answers_504_and_frees_the_worker(handmade):
-    texts = ["good movie very fun a the not dull bad"] * 8
-    # 24,576 gradient rows, 1 per call (a Riemann rule: Gauss-Legendre's nodes at 1024 steps take seconds to build)
+    texts = ["good movie very fun a the not dull bad"] * 64
+    # 196,608 gradient rows, 1 per call (a Riemann rule: Gauss-Legendre's nodes at 1024 steps take seconds to build);
+    # far more than the 2 s limit on any machine
     heavy = {"texts": texts, "method": "ig", "steps": 1024, "target": "all", "integration": "riemann_middle"}
     with running(handmade[0], "--timeout", "2", "--max-concurrency", "1", "--batch-size", "1", "--max-evaluations", "4096") as s:
         status, payload, headers = s.request("POST", "/v1/explain", heavy)
@@ -143,7 +144,9 @@ def test_time_limit_answers_504_and_frees_the_worker(handmade):
 
 
 def test_full_queue_answers_503(handmade):
-    texts = ["good movie very fun a the not dull bad"] * 8
+    # 64 texts x 3 labels x 1024 steps = 196,608 gradient rows, 1 per call: far more than 3 s on any machine (8 texts
+    # finished inside the limit on a quiet one)
+    texts = ["good movie very fun a the not dull bad"] * 64
     heavy = {"texts": texts, "method": "ig", "steps": 1024, "target": "all", "integration": "riemann_middle"}
     with running(handmade[0], "--timeout", "3", "--max-concurrency", "1", "--max-queue", "0", "--batch-size", "1",
                  "--max-evaluations", "4096") as s:
