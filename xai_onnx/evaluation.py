@@ -159,14 +159,14 @@ class FaithfulnessEvaluator:
             return seg >= 0
         return seg == (0 if self.segment == "text" else 1)
 
-    def _words(self, enc: Encoded) -> tuple[list[np.ndarray], np.ndarray]:
-        """The chosen segment's words (token positions of each) and their indices among all the text's words."""
+    def _words(self, enc: Encoded) -> tuple[list[list[int]], np.ndarray]:
+        """Every word of the text (token positions of each, :func:`~xai_onnx.perturbation.word_groups`) and the
+        indices of the chosen segment's words among them."""
         from .perturbation import word_groups
 
         groups = word_groups(enc)
         rankable = self._rankable(enc)
-        index = np.array([j for j, g in enumerate(groups) if rankable[g[0]]], dtype=np.int64)
-        return [np.asarray(groups[j], dtype=np.int64) for j in index], index
+        return groups, np.array([j for j, g in enumerate(groups) if rankable[g[0]]], dtype=np.int64)
 
     # ---- F on token subsets ----------------------------------------------------------------------------------------
     def _variants(self, enc: Encoded, removed: list[np.ndarray]) -> list[RowGroup]:
@@ -259,8 +259,8 @@ class FaithfulnessEvaluator:
             raise InputError("segment='text_pair' needs sentence pairs: give (text, text_pair) couples")
         encoded = [e for e in self.model.encode(inputs.texts, inputs.pairs) if self._rankable(e).any()]
         if not encoded:
-            what = "in the chosen segment " if self.segment != "both" else ""
-            raise InputError(f"no text with a token to remove {what}: give non-empty texts")
+            what = " in the chosen segment" if self.segment != "both" else ""
+            raise InputError(f"no text with a token to remove{what}: give non-empty texts")
         kept = [e.text for e in encoded]
         kept_pairs = [e.text_pair or "" for e in encoded] if inputs.pairs is not None else None
         # leave-one-out follows the removal: each token deleted, or replaced by [PAD] / [MASK] (then it is occlusion
@@ -286,7 +286,8 @@ class FaithfulnessEvaluator:
             rankings = []
             units = None
             if self.granularity == "word":
-                units, _ = self._words(enc)
+                groups, index = self._words(enc)
+                units = [np.asarray(groups[j], dtype=np.int64) for j in index]
                 pos = np.arange(len(units))  # rankings order the words
             unit_scores = {name: self._unit_scores(attributions[name][i], ex, enc) for name, ex in explainers.items()}
             # leave-one-out over the ranked units: each token, or each whole word, removed the evaluation's way
@@ -329,13 +330,12 @@ class FaithfulnessEvaluator:
                 raise InputError(f"{attr.method} gives word scores: evaluate with granularity='word', or build it with "
                                  "granularity='token'")
             return np.asarray(attr.scores)[self._rankable(enc)]
-        _, index = self._words(enc)
+        groups, index = self._words(enc)
         if attr.granularity == "word":
             return np.asarray(attr.scores)[index]
         from .granularity import to_words
-        from .perturbation import word_groups
 
-        return np.asarray(to_words(attr, merge=explainer.word_merge, groups=word_groups(enc)).scores)[index]
+        return np.asarray(to_words(attr, merge=explainer.word_merge, groups=groups).scores)[index]
 
 
 def definitions(removal: str, segment: str = "both") -> dict[str, str]:

@@ -209,7 +209,7 @@ class Model:
         """Raise FeaturesUnavailableError, naming ``what`` and the reason the manifest gives, unless
         :attr:`has_features`."""
         if not self.has_features:
-            reason = self.manifest.unavailable.get("features", "its forward graph has no features output")
+            reason = self._missing_features_reason()
             raise FeaturesUnavailableError(
                 f"{what} needs the features that feed a linear classification head, which bundle {self.path} lacks "
                 f"({reason}): use the attribution methods, or export the model from its checkpoint with "
@@ -225,9 +225,11 @@ class Model:
             reason = self.manifest.unavailable.get("gradient", "the bundle has no gradient graph")
             out.update({t["name"]: reason for t in method_table() if t["needs_gradient"]})
         if not self.has_features:
-            reason = self.manifest.unavailable.get("features", "the forward graph has no features output")
-            out.update({name: reason for name in FEATURE_METHODS})
+            out.update({name: self._missing_features_reason() for name in FEATURE_METHODS})
         return out
+
+    def _missing_features_reason(self) -> str:
+        return self.manifest.unavailable.get("features", "the forward graph has no features output")
 
     @property
     def gradient_spec(self) -> GraphSpec | None:

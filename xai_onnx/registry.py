@@ -173,7 +173,8 @@ def parse_methods(spec: Any) -> list[str]:
     elif isinstance(spec, (list, tuple)) and all(isinstance(m, str) for m in spec):
         names = [m.strip() for m in spec]
     else:
-        raise InputError(f"method must be a name, a comma-separated list or a list of names; got {type(spec).__name__}")
+        raise InputError(f"method must be a name, a comma-separated list or a list of names; got {type(spec).__name__}; "
+                         f"choose from {', '.join(_load())}")
     if not names or any(not n for n in names):
         raise InputError(f"method {spec!r} names an empty method; choose from {', '.join(_load())}")
     if len(set(names)) != len(names):

@@ -34,7 +34,7 @@ import numpy as np
 from .errors import GradientUnavailableError, InputError, XaiOnnxError, install_hint
 from .limits import Cancel, Cancelled, Limits, cancellable, check_work
 from .model import Model
-from .registry import all_options, get_method, make_explainer, method_names, method_table, parse_methods
+from .registry import all_options, get_method, make_explainer, method_table, parse_methods
 
 STEP_FIELDS = ("steps", "max_steps")  # IG's fixed steps and adaptive IG's most evaluations: both capped by max_steps
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -142,10 +142,7 @@ def _methods(body: dict[str, Any]) -> list[str]:
     try:
         return parse_methods(body.get("method"))
     except InputError as exc:
-        msg = str(exc)
-        if "choose" not in msg:
-            msg += f'; choose from {", ".join(method_names())}'
-        raise HTTPProblem(422, f'"method": {msg}') from exc
+        raise HTTPProblem(422, f'"method": {exc}') from exc  # the registry's message names the choices
 
 
 def _options(body: dict[str, Any], methods: list[str], limits: Limits) -> dict[str, Any]:

@@ -65,6 +65,11 @@ class Item:
         assert self.objective is not None
         return self.objective.feeds(n_rows, self.x.shape[0])
 
+    @property
+    def input_key(self) -> tuple[int, int, int]:
+        """Equal for the items of one input that differ only in their target (they share ``x`` and ``baseline``)."""
+        return id(self.encoded), id(self.x), id(self.baseline)
+
     def group(self, rows: np.ndarray) -> RowGroup:
         """Rows of this item's input (n, seq, dim) with the objective's gradient-graph inputs."""
         return RowGroup(rows, self.encoded.type_ids, feeds=self.feeds(rows.shape[0]))
@@ -191,7 +196,7 @@ class Explainer(ABC):
         """Forward outputs of ``rows_of(item)`` for each item, running the rows once per distinct input: the items of
         one text that differ only in their target (``--target all``, the positions of a token classifier) share
         their perturbed rows. None where an item has no rows."""
-        keys = [(id(it.encoded), id(it.x), id(it.baseline)) for it in items]
+        keys = [it.input_key for it in items]
         first: dict[tuple[int, int, int], Item] = {}
         for k, it in zip(keys, items):
             first.setdefault(k, it)
@@ -300,9 +305,9 @@ class Explainer(ABC):
         20 GB of paths at once). Items that share rows count once."""
         part: list[Item] = []
         load = 0
-        seen: set[tuple[int, int]] = set()
+        seen: set[tuple[int, int, int]] = set()
         for it in items:
-            key = (id(it.encoded), id(it.x))
+            key = it.input_key
             cost = 0 if self.shares_rows and key in seen else self.evaluations(len(it.encoded)) * len(it.encoded)
             if part and load + cost > self.chunk_token_rows:
                 yield part

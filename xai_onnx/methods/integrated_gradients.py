@@ -117,8 +117,8 @@ class IntegratedGradients(Explainer):
             scores = step_sizes @ integrand
             assert it.baseline_value is not None
             delta = float(scores.sum() - (it.output_value - it.baseline_value))
-            out.append(Computed(scores, delta, warnings=delta_warnings(delta, it.output_value, it.baseline_value,
-                                                                          self.model.precision)))
+            warnings = delta_warnings(delta, it.output_value, it.baseline_value, self.model.precision)
+            out.append(Computed(scores, delta, warnings=warnings))
         return out
 
     def _adaptive(self, items: list[Item]) -> list[Computed]:
@@ -160,8 +160,7 @@ class IntegratedGradients(Explainer):
                     scores = np.sum([s for s, _ in local], axis=0)
                     delta = float(scores.sum() - (it.output_value - it.baseline_value))
                     done[i] = Computed(scores, delta, {"steps_used": len(vals), "converged": converged},
-                                       delta_warnings(delta, it.output_value, it.baseline_value,
-                                                                          self.model.precision))
+                                       delta_warnings(delta, it.output_value, it.baseline_value, self.model.precision))
                     continue
                 split = set(refine)
                 panels[i] = [q for a, b in panels[i]
