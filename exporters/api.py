@@ -10,7 +10,16 @@ from pathlib import Path
 
 import numpy as np
 
-from xai_onnx.manifest import DEFAULT_AXES, SCHEMA_VERSION, TASKS, GraphSpec, Manifest, SpecialToken
+from xai_onnx.manifest import (
+    DEFAULT_AXES,
+    FORWARD_OUTPUTS,
+    OBJECTIVE_INPUTS,
+    SCHEMA_VERSION,
+    TASKS,
+    GraphSpec,
+    Manifest,
+    SpecialToken,
+)
 
 from .errors import ExportInputError
 from .output import check_output, make_work_dir, remove_stale_work_dirs, swap_into_place, terminate_as_interrupt
@@ -18,8 +27,6 @@ from .sources import first_token_last_layer, prepare
 from .storage import save_with_shared_weights
 from .trace import (
     FORWARD_INPUTS,
-    FORWARD_OUTPUTS,
-    OBJECTIVE_INPUTS,
     _pick_example_sizes,
     example_inputs,
     export_graph,

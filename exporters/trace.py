@@ -19,12 +19,6 @@ import torch
 from .errors import ExportError
 
 FORWARD_INPUTS = ("inputs_embeds", "attention_mask", "token_type_ids")
-GRADIENT_WEIGHTS = ("w_logit", "w_prob", "w_top")
-# the gradient graph's objective inputs and the graphs' outputs, per task (axes: xai_onnx.manifest.DEFAULT_AXES)
-OBJECTIVE_INPUTS = {"sequence-classification": GRADIENT_WEIGHTS, "token-classification": GRADIENT_WEIGHTS,
-                    "similarity": ("other",)}
-FORWARD_OUTPUTS = {"sequence-classification": ("logits", "features"), "token-classification": ("logits", "features"),
-                   "similarity": ("features",)}
 
 
 @contextlib.contextmanager

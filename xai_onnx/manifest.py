@@ -19,6 +19,15 @@ MANIFEST_FILE = "manifest.json"
 
 TASKS = ("sequence-classification", "token-classification", "similarity")
 
+# The bundle contract per task, for every exporter (torch's and the ONNX import): the gradient graph's objective
+# inputs, and the forward graph's outputs (gradient graph outputs: logits and grad, for every task).
+GRADIENT_WEIGHTS = ("w_logit", "w_prob", "w_top")
+OBJECTIVE_INPUTS: dict[str, tuple[str, ...]] = {"sequence-classification": GRADIENT_WEIGHTS,
+                                                "token-classification": GRADIENT_WEIGHTS, "similarity": ("other",)}
+FORWARD_OUTPUTS: dict[str, tuple[str, ...]] = {"sequence-classification": ("logits", "features"),
+                                               "token-classification": ("logits", "features"),
+                                               "similarity": ("features",)}
+
 # The axes of each graph tensor, by role, for each task: what Model.run pads and slices along the sequence.
 _SEQ = ["batch", "sequence"]
 DEFAULT_AXES: dict[str, dict[str, list[str]]] = {

@@ -3,7 +3,7 @@
 Tasks, detected from the graph's outputs and then config.json as ``xai-onnx export`` does (or given): a sequence
 classifier (``logits`` (batch, labels)), a token classifier (``logits`` (batch, sequence, labels)), and an encoder
 without a head (``last_hidden_state``: optimum's feature-extraction export), imported for similarity. The bundles
-have the contract of the torch exporter's for the same task (:mod:`xai_onnx_exporters.trace`).
+have the contract every exporter follows for the same task (:data:`xai_onnx.manifest.OBJECTIVE_INPUTS`, ``FORWARD_OUTPUTS``).
 
 Needs onnx, onnxruntime, numpy and tokenizers only: no torch, no transformers.
 """
@@ -22,7 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from xai_onnx.manifest import DEFAULT_AXES, SCHEMA_VERSION, TASKS, GraphSpec, Manifest, SpecialToken
+from xai_onnx.manifest import (
+    DEFAULT_AXES,
+    FORWARD_OUTPUTS,
+    OBJECTIVE_INPUTS,
+    SCHEMA_VERSION,
+    TASKS,
+    GraphSpec,
+    Manifest,
+    SpecialToken,
+)
 
 from ..errors import ExportInputError
 from .autodiff import QUANTIZED, gradient_model
@@ -346,9 +355,9 @@ def import_bundle(src: str | Path | None, out_dir: str | Path, *, model: str | P
         opset = next((o.version for o in fwd_model.opset_import if o.domain in ("", "ai.onnx")), 0)
         cfg = source.config
         axes = DEFAULT_AXES[task]
-        # the torch exporter's contract (xai_onnx_exporters.trace: FORWARD_OUTPUTS, OBJECTIVE_INPUTS)
-        objective_inputs = ("other",) if similarity else ("w_logit", "w_prob", "w_top")
-        fwd_out = {"features": "features"} if similarity else {"logits": "logits", "features": "features"}
+        # the bundle contract every exporter follows (xai_onnx.manifest: FORWARD_OUTPUTS, OBJECTIVE_INPUTS)
+        objective_inputs = OBJECTIVE_INPUTS[task]
+        fwd_out = {n: n for n in FORWARD_OUTPUTS[task]}
         if "features" in unavailable:
             del fwd_out["features"]
         fwd_io = (io_names, fwd_out)
