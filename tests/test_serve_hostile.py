@@ -198,6 +198,36 @@ def test_rows_per_call_follow_the_memory_budget(handmade, monkeypatch):
     assert sorted(c[0] for c in calls) == [1, 2, 2, 2]
 
 
+def test_cpu_calls_hold_a_cache_sized_number_of_tokens(handmade, monkeypatch):
+    """On the CPU a call holds at most CPU_CALL_ELEMENTS (tokens x dim) whatever the memory budget allows; the results
+    do not depend on how rows are cut into calls."""
+    import xai_onnx.model as xm
+
+    model = Model(handmade[0], batch_size=64)
+    assert model._on_cpu
+    group = RowGroup(np.random.default_rng(0).normal(size=(7, 16, 4)).astype(np.float32), np.zeros(16, np.int64))
+    whole = model.run([group], gradient=True)[0]
+    monkeypatch.setitem(xm.CPU_CALL_ELEMENTS, True, 3 * 16 * 4)
+    monkeypatch.setitem(xm.CPU_CALL_ELEMENTS, False, 5 * 16 * 4)
+    assert model.rows_per_call(16, True) == 3 and model.rows_per_call(16, False) == 5
+    assert model.rows_per_call(1000, True) == 1  # never below one row
+    calls = []
+    real = Model._session_run
+
+    def counting(session, names, feeds, cancel):
+        calls.append(next(iter(feeds.values())).shape[0])
+        return real(session, names, feeds, cancel)
+
+    monkeypatch.setattr(Model, "_session_run", staticmethod(counting))
+    cut = model.run([group], gradient=True)[0]
+    assert sorted(calls) == [1, 3, 3]
+    np.testing.assert_allclose(cut["grad"], whole["grad"], rtol=1e-6, atol=1e-7)
+    model._on_cpu = False  # another execution provider: only the memory budget and batch_size cut
+    calls.clear()
+    model.run([group], gradient=True)
+    assert calls == [7]
+
+
 def test_plan_batches_caps_rows_by_length():
     lengths = [2, 2, 2, 2, 10, 10, 10]
     plan = plan_batches(lengths, 64, rows_at=lambda n: 100 if n < 5 else 1)

@@ -21,7 +21,7 @@ from .session import Provider, create_session, resolve_providers
 from .tasks import Inputs, Task, normalise_inputs, probabilities, softmax, target_output, task_for
 from .tokenization import Encoded, TextEncoder
 
-__all__ = ["CALL_COST_TOKENS", "Model", "RowGroup", "plan_batches", "softmax", "target_output"]
+__all__ = ["CALL_COST_TOKENS", "CPU_CALL_ELEMENTS", "Model", "RowGroup", "plan_batches", "softmax", "target_output"]
 
 #: what needs the forward graph's ``features`` (the input of the classification head)
 FEATURE_METHODS = ("influence", "prototypes")
@@ -66,6 +66,14 @@ def _runs(chunk: Sequence[tuple[int, int]]) -> Iterator[tuple[int, int, int]]:
 # token about 0.27 ms (25-token rows at batch 1, 4 and 16: 12.3, 33 and 113 ms). Both scale with the weight count,
 # so the ratio (about 20) carries over to wider models; too high a value only costs padding, too low only calls.
 CALL_COST_TOKENS = 20
+
+# Elements (tokens x embedding dim) one onnxruntime call holds on the CPU. The matrix products slow down once a
+# call's activations outgrow the core's caches; measured on minilm-sst2 (dim 384), "AMD EPYC" (Zen 3, AVX2, 512 KiB
+# L2 a core), one thread, ms per row: forward, 35 tokens, 16 / 32 / 64 rows a call 11.3 / 11.4 / 13.3; 64 tokens,
+# 8 / 64 rows 19.9 / 24.6. Gradient, 35 tokens, 16 / 64 rows 23.5 / 29.2; 64 tokens, 8 / 64 rows 43.0 / 57.2. IG
+# (50 steps) on 12 SST-2 sentences of 35-60 tokens: 1.50 -> 1.27 s a text on one thread, 0.87 -> 0.81 on two. A cap
+# set too low costs only calls (CALL_COST_TOKENS each); other execution providers (CUDA) are not capped.
+CPU_CALL_ELEMENTS = {False: 1024 * 384, True: 512 * 384}  # key: gradient graph
 
 
 def plan_batches(lengths: Sequence[int], max_rows: int, call_cost: float = CALL_COST_TOKENS,
@@ -130,7 +138,8 @@ class Model:
         default. CUDA runs without TF32 unless ``("CUDAExecutionProvider", {"use_tf32": "1"})`` is given.
     threads : intra-op threads per session (onnxruntime's default when None).
     batch_size : most rows per onnxruntime call; rows are sorted by length and cut into calls where padding would
-        cost more than another call (:func:`plan_batches`).
+        cost more than another call (:func:`plan_batches`). On the CPU a call also holds at most about 1,024 tokens
+        of a 384-wide model (512 for the gradient graph; :data:`CPU_CALL_ELEMENTS`): larger calls outgrow the caches.
     precision : ``"float32"`` (default) or ``"int8"``: the gradient graph's int8 copy (bundles exported with
         ``--int8``), faster on CPUs with VNNI and less faithful; the manifest's ``validation.int8`` and the README
         state by how much. Forward-only methods use the int8 forward graph where the bundle has one (exported with
@@ -176,6 +185,7 @@ class Model:
         self._gradient: ort.InferenceSession | None = None  # built on first use: forward-only work never pays for it
         self._gradient_lock = threading.Lock()  # concurrent first uses build it once (40 requests built 40: 3.5 GB)
         self.layers = self._estimate_layers()
+        self._on_cpu = self._forward.get_providers()[0] == "CPUExecutionProvider"
         self.task: Task = task_for(self)
 
     def _estimate_layers(self) -> int:
@@ -187,8 +197,13 @@ class Model:
         return max(1, round(size / 4 / (12 * m.embedding_dim ** 2)))
 
     def rows_per_call(self, seq: int, gradient: bool) -> int:
-        """Rows of ``seq`` tokens one onnxruntime call may hold within :attr:`memory_budget`."""
-        return rows_within(self.memory_budget, seq, self.manifest.embedding_dim, self.layers, gradient)
+        """Rows of ``seq`` tokens one onnxruntime call may hold within :attr:`memory_budget` and, on the CPU
+        execution provider, within the cache-sized :data:`CPU_CALL_ELEMENTS`."""
+        dim = self.manifest.embedding_dim
+        rows = rows_within(self.memory_budget, seq, dim, self.layers, gradient)
+        if self._on_cpu:
+            rows = min(rows, max(1, CPU_CALL_ELEMENTS[gradient] // max(1, seq * dim)))
+        return rows
 
     # ---- description -------------------------------------------------------------------------------------------
     @property
