@@ -1,7 +1,7 @@
 """Model-agnostic explainers against shap and lime on the same model, texts, budgets and threads.
 
     python scripts/benchmark_agnostic.py BUNDLE HF_MODEL_DIR --data FILE [--n-speed 10] [--n-exact 10]
-        [--threads 1] [--out FILE.json]
+        [--threads 1] [--parts 1,2,3] [--out FILE.json]
 
 Three parts, one run (shap, lime, torch and transformers are benchmark-only dependencies):
 
@@ -13,6 +13,10 @@ Three parts, one run (shap, lime, torch and transformers are benchmark-only depe
    each masked token (collapse off) and ours uses ``baseline="mask"`` per token; lime removes a masked word
    (``bow=False``, ``mask_string=""``) and ours uses ``baseline="delete"`` per word. Agreement is Spearman's rank
    correlation over words (token scores summed into words on both sides; lime's words matched to ours by position).
+   Where the bundle has an int8 forward graph (exported with ``--int8``), ours ``partition_shap`` runs on it too.
+   The ratio at equal evaluations is taken over the texts where both sides ran the whole budget. Then the cost of
+   one forward row (the longest text, 48 rows with random tokens masked, the same ids on every side): onnxruntime
+   float32 and int8 through our batch planner, torch (transformers) called directly.
 2. **KernelSHAP accuracy** on the first ``--n-exact`` sentences with 10 to 12 words: every coalition evaluated once
    (our forward graph, pad masking), the exact Shapley values from them, then ours (``kernel_design`` +
    ``solve_efficient``, exactly what ``KernelShap`` runs) and shap's ``KernelExplainer`` on that same table of
@@ -101,6 +105,9 @@ def speed_and_agreement(bundle: str, hf_dir: str, texts: list[str], threads: int
         "lime": Lime(model, samples=1000, baseline="delete"),
         "kernel_shap": KernelShap(model, samples=1000, baseline="mask"),
     }
+    if model.manifest.forward_int8 is not None:  # the same method on the int8 forward graph (--precision int8)
+        ours["partition_shap_int8"] = PartitionShap(Model(bundle, threads=threads, precision="int8"), samples=500,
+                                                    granularity="token", baseline="mask")
     for ex in ours.values():  # warm up the session and the caches outside the timings
         ex.explain(texts[:1])
     masker = shap.maskers.Text(peer.tokenizer, mask_token=peer.tokenizer.mask_token, collapse_mask_token=False)
@@ -127,6 +134,8 @@ def speed_and_agreement(bundle: str, hf_dir: str, texts: list[str], threads: int
         times["shap_partition"].append(time.process_time() - t0)
         row["shap_partition_rows"] = peer.rows
         row["partition_shap_evaluations"] = out["partition_shap"].settings.get("evaluations")
+        if "partition_shap_int8" in out:
+            row["partition_shap_int8_evaluations"] = out["partition_shap_int8"].settings.get("evaluations")
         shap_tokens = np.asarray(sv.values[0])[:, target]
         ours_tokens = out["partition_shap"].scores
         if shap_tokens.shape[0] == ours_tokens.shape[0]:
@@ -179,13 +188,11 @@ def speed_and_agreement(bundle: str, hf_dir: str, texts: list[str], threads: int
         "partition_shap batched / shap Partition": batched["partition_shap"] / mean["shap_partition"],
         "lime batched / lime": batched["lime"] / mean["lime_peer"],
     }
-    # at equal evaluations: the texts where both sides used the whole budget (short texts need fewer: ours stops at
-    # exact Owen values, shap at its own count), compared text by text
-    full = [r for r in res["per_text"] if r.get("partition_shap_evaluations") == 500 and r["shap_partition_rows"] >= 500]
-    res["partition_at_equal_evaluations"] = {
-        "n_texts": len(full),
-        "ratio": (float(np.sum([r["cpu_s"]["partition_shap"] for r in full]) /
-                        np.sum([r["cpu_s"]["shap_partition"] for r in full])) if full else None)}
+    res["partition_at_equal_evaluations"] = equal_evaluations(res["per_text"], 500)
+    if "partition_shap_int8" in ours:
+        res["ratios"]["partition_shap int8 / shap Partition"] = mean["partition_shap_int8"] / mean["shap_partition"]
+    longest = max(texts, key=lambda t: len(model.encode([t])[0]))
+    res["row_cost"] = row_cost(model, peer, longest, threads)
     res["spearman_mean"] = {"partition_words": avg("spearman_partition_words"),
                             "partition_tokens": avg("spearman_partition_tokens"), "lime_words": avg("spearman_lime_words")}
     res["lime_r2_mean"] = {"ours": avg("lime_r2_ours"), "peer": avg("lime_r2_peer")}
@@ -196,6 +203,66 @@ def speed_and_agreement(bundle: str, hf_dir: str, texts: list[str], threads: int
                        "kernel_shap": "1000 evaluations, word features, [MASK]", "threads": threads,
                        "target": "predicted class, probability"}
     return res
+
+
+def equal_evaluations(per_text: list[dict[str, Any]], budget: int) -> dict[str, Any]:
+    """Partition SHAP at equal evaluations: the texts where both sides ran the whole budget (short texts need fewer:
+    ours stops at the exact Owen values, shap at its own count; ours stops one short where the next expansion's two
+    rows do not fit), CPU time summed over them, ours / shap's."""
+    full = [i for i, r in enumerate(per_text)
+            if (r.get("partition_shap_evaluations") or 0) >= budget - 1 and r["shap_partition_rows"] >= budget]
+    out: dict[str, Any] = {"n_texts": len(full), "texts": [i + 1 for i in full]}
+    for name in ("partition_shap", "partition_shap_int8"):
+        if full and all(name in per_text[i]["cpu_s"] for i in full):
+            key = "ratio" if name == "partition_shap" else "ratio_int8"
+            out[key] = float(sum(per_text[i]["cpu_s"][name] for i in full) /
+                             sum(per_text[i]["cpu_s"]["shap_partition"] for i in full))
+    return out
+
+
+def row_cost(model: Any, peer: TorchModel, text: str, threads: int, n_rows: int = 48) -> dict[str, Any]:
+    """CPU ms per forward row of one text with random tokens replaced by [MASK] (Partition SHAP's rows), the same
+    token ids on every side: onnxruntime float32 and int8 through ``Model.run`` (our batch planner), torch in one
+    call of ``n_rows`` and in calls of 16 (the better is kept: shap calls the model with batches of varied size)."""
+    from xai_onnx import Model
+    from xai_onnx.model import RowGroup
+
+    enc = model.encode([text])[0]
+    rng = np.random.default_rng(0)
+    ids = np.tile(enc.ids, (n_rows, 1))
+    inner = np.flatnonzero(~enc.special)
+    for r in range(n_rows):
+        ids[r, rng.choice(inner, size=rng.integers(0, len(inner) + 1), replace=False)] = model.special_id("mask")
+    types = np.asarray(enc.type_ids, dtype=np.int64)
+
+    def best_of(fn: Any, repeats: int = 3) -> float:
+        fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.process_time()
+            fn()
+            times.append(time.process_time() - t0)
+        return min(times) / n_rows * 1e3
+
+    out: dict[str, Any] = {"tokens": int(len(enc.ids)), "rows": n_rows}
+    models = {"onnxruntime_float32": model}
+    if model.manifest.forward_int8 is not None:
+        models["onnxruntime_int8"] = Model(model.path, threads=threads, precision="int8")
+    for tag, m in models.items():
+        group = RowGroup(m.embed(ids), types)
+        out[tag + "_ms"] = best_of(lambda m=m, group=group: m.run([group]))
+    torch = peer.torch
+    t_ids, t_types = torch.as_tensor(ids), torch.as_tensor(np.tile(types, (n_rows, 1)))
+    t_mask = torch.ones_like(t_ids)
+
+    def torch_rows(step: int) -> None:
+        with torch.no_grad():
+            for i in range(0, n_rows, step):
+                peer.model(input_ids=t_ids[i:i + step], attention_mask=t_mask[i:i + step],
+                           token_type_ids=t_types[i:i + step])
+
+    out["torch_ms"] = min(best_of(lambda: torch_rows(n_rows)), best_of(lambda: torch_rows(16)))
+    return out
 
 
 # ---- part 2: KernelSHAP accuracy against the exact Shapley values ----------------------------------------------------
@@ -341,8 +408,10 @@ def main() -> None:
     ap.add_argument("--n-faith", type=int, default=0, help="texts for the faithfulness tables (0: skip)")
     ap.add_argument("--faith-threads", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--parts", default="1,2,3", help="which parts to run (3 includes the int8 part 4)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    parts = {p.strip() for p in args.parts.split(",")}
     from xai_onnx.io import read_labelled
 
     texts = [t for t, _ in read_labelled(args.data)]
@@ -357,18 +426,21 @@ def main() -> None:
 
     result["settings"] = {"n_speed": args.n_speed, "n_exact": args.n_exact, "n_faith": args.n_faith,
                           "threads": args.threads, "faith_threads": args.faith_threads}
-    print("part 2: KernelSHAP against exact Shapley values", flush=True)
-    result["kernel_accuracy"] = kernel_accuracy(args.bundle, texts, args.n_exact, args.threads)
-    ka = result["kernel_accuracy"]
-    print(json.dumps({k: ka[k] for k in ("mean_abs_error", "ours_evaluations_to_reach_shap_l1_false_at_512",
-                                         "explainer_vs_table_max_abs_diff")}, indent=1), flush=True)
-    save()
-    print("part 1: speed and agreement", flush=True)
-    result["speed"] = speed_and_agreement(args.bundle, args.hf_dir, texts[:args.n_speed], args.threads)
-    print(json.dumps({k: result["speed"][k] for k in ("cpu_s_per_text", "cpu_s_per_text_ours_batched", "ratios",
-                                                      "spearman_mean", "lime_r2_mean")}, indent=1), flush=True)
-    save()
-    if args.n_faith:
+    if "2" in parts:
+        print("part 2: KernelSHAP against exact Shapley values", flush=True)
+        result["kernel_accuracy"] = kernel_accuracy(args.bundle, texts, args.n_exact, args.threads)
+        ka = result["kernel_accuracy"]
+        print(json.dumps({k: ka[k] for k in ("mean_abs_error", "ours_evaluations_to_reach_shap_l1_false_at_512",
+                                             "explainer_vs_table_max_abs_diff")}, indent=1), flush=True)
+        save()
+    if "1" in parts:
+        print("part 1: speed and agreement", flush=True)
+        result["speed"] = speed_and_agreement(args.bundle, args.hf_dir, texts[:args.n_speed], args.threads)
+        print(json.dumps({k: result["speed"][k] for k in ("cpu_s_per_text", "cpu_s_per_text_ours_batched", "ratios",
+                                                          "partition_at_equal_evaluations", "row_cost",
+                                                          "spearman_mean", "lime_r2_mean")}, indent=1), flush=True)
+        save()
+    if args.n_faith and "3" in parts:
         print("part 3: faithfulness", flush=True)
         result["faithfulness"] = faithfulness(args.bundle, texts[:args.n_faith], args.faith_threads)
         save()
