@@ -16,7 +16,8 @@ Three parts, one run (shap, lime, torch and transformers are benchmark-only depe
    Where the bundle has an int8 forward graph (exported with ``--int8``), ours ``partition_shap`` runs on it too.
    The ratio at equal evaluations is taken over the texts where both sides ran the whole budget. Then the cost of
    one forward row (the longest text, 48 rows with random tokens masked, the same ids on every side): onnxruntime
-   float32 and int8 through our batch planner, torch (transformers) called directly.
+   float32 and int8 through our batch planner, torch (transformers) called directly, float32 and dynamically
+   quantised to int8 (``torch.ao.quantization.quantize_dynamic`` on every Linear).
 2. **KernelSHAP accuracy** on the first ``--n-exact`` sentences with 10 to 12 words: every coalition evaluated once
    (our forward graph, pad masking), the exact Shapley values from them, then ours (``kernel_design`` +
    ``solve_efficient``, exactly what ``KernelShap`` runs) and shap's ``KernelExplainer`` on that same table of
@@ -255,13 +256,21 @@ def row_cost(model: Any, peer: TorchModel, text: str, threads: int, n_rows: int 
     t_ids, t_types = torch.as_tensor(ids), torch.as_tensor(np.tile(types, (n_rows, 1)))
     t_mask = torch.ones_like(t_ids)
 
-    def torch_rows(step: int) -> None:
+    def torch_rows(net: Any, step: int) -> None:
         with torch.no_grad():
             for i in range(0, n_rows, step):
-                peer.model(input_ids=t_ids[i:i + step], attention_mask=t_mask[i:i + step],
-                           token_type_ids=t_types[i:i + step])
+                net(input_ids=t_ids[i:i + step], attention_mask=t_mask[i:i + step], token_type_ids=t_types[i:i + step])
 
-    out["torch_ms"] = min(best_of(lambda: torch_rows(n_rows)), best_of(lambda: torch_rows(16)))
+    out["torch_ms"] = min(best_of(lambda: torch_rows(peer.model, n_rows)), best_of(lambda: torch_rows(peer.model, 16)))
+    # the same precision as our int8 graph: torch's dynamic quantisation of every Linear (int8 weights, activations
+    # quantised per call), what a shap user would reach for
+    import copy
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q8 = torch.ao.quantization.quantize_dynamic(copy.deepcopy(peer.model), {torch.nn.Linear}, dtype=torch.qint8)
+    out["torch_qint8_ms"] = min(best_of(lambda: torch_rows(q8, n_rows)), best_of(lambda: torch_rows(q8, 16)))
     return out
 
 
