@@ -345,3 +345,39 @@ def test_checkpoint_of_another_task_is_refused(tiny_export, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "xai_onnx.cli", "export", str(token_src), str(tmp_path / "c"),
                            "--task", "sequence-classification"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "missing" in proc.stderr
+
+
+def test_corpus_tools_refuse_tasks_they_do_not_serve(tiny_export, tmp_path, capsys):
+    """Influence follows a sequence classifier's head, prototypes need one vector per text and the report needs
+    accuracy: on a token classifier and a similarity encoder they fail before any work with the reason (a token
+    classifier used to hit an internal 'forward_encoded' message, a similarity encoder a label error), /v1/model lists
+    them as unavailable, and prototypes over a similarity encoder's sentence embeddings still work."""
+    from xai_onnx.cli import main
+    from xai_onnx.influence import InfluenceIndex
+    from xai_onnx.report import debug_report
+
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"text": t, "label": "O"}) + "\n" for t in ("a good movie", "bad film", "ok")))
+    for kind in ("token", "similarity"):
+        model = Model(tiny_export("bert", kind)[1])
+        with pytest.raises(InputError, match=f"influence follows a sequence classifier.*is a {model.manifest.task} model"):
+            InfluenceIndex(model)
+        with pytest.raises(InputError, match="report needs a sequence classifier"):
+            debug_report(model, ["a good movie"], [None])
+        assert "influence" in model.unavailable_methods()
+        assert main(["influence", str(model.path), "--train", str(train), "--text", "hello"]) == 2
+        assert "influence follows a sequence classifier" in capsys.readouterr().err
+        assert main(["report", str(model.path), "--data", str(train), "--out", str(tmp_path / f"r-{kind}")]) == 2
+        err = capsys.readouterr().err
+        assert "report needs a sequence classifier" in err and "explaining" not in err
+        code = main(["prototypes", str(model.path), "--data", str(train), "--n-prototypes", "2"])
+        out, err = capsys.readouterr()
+        if kind == "token":
+            assert code == 2 and "prototypes need one feature vector per text" in err
+            assert "prototypes" in model.unavailable_methods()
+            with pytest.raises(InputError, match="Model.features gives one feature vector per text"):
+                model.features(["a good movie"])
+        else:
+            assert code == 0 and len(json.loads(out)["groups"][0]["prototypes"]) == 2
+            assert "prototypes" not in model.unavailable_methods()
+            assert model.features(["a good movie"]).shape == (1, model.manifest.feature_dim)

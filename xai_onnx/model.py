@@ -221,8 +221,11 @@ class Model:
         return "features" in self.forward_spec.outputs
 
     def require_features(self, what: str) -> None:
-        """Raise FeaturesUnavailableError, naming ``what`` and the reason the manifest gives, unless
-        :attr:`has_features`."""
+        """Raise InputError where this bundle's task does not serve ``what`` (:meth:`task_unavailable`), and
+        FeaturesUnavailableError, naming ``what`` and the reason the manifest gives, unless :attr:`has_features`."""
+        reason = self.task_unavailable().get(what)
+        if reason is not None:
+            raise InputError(f"{reason}; bundle {self.path} is a {self.manifest.task} model")
         if not self.has_features:
             reason = self._missing_features_reason()
             raise FeaturesUnavailableError(
@@ -230,9 +233,26 @@ class Model:
                 f"({reason}): use the attribution methods, or export the model from its checkpoint with "
                 "`xai-onnx export`")
 
+    def task_unavailable(self) -> dict[str, str]:
+        """The feature-based tools this bundle's task does not serve, and why: influence follows a sequence
+        classifier's prediction through its head; prototypes and :meth:`features` need one vector per text, which a
+        token classifier does not have."""
+        task = self.manifest.task
+        out: dict[str, str] = {}
+        if task != "sequence-classification":
+            out["influence"] = ("influence follows a sequence classifier's prediction through its linear head "
+                                "(TracIn)" + (": use prototypes over the sentence embeddings, or the attribution methods"
+                                              if task == "similarity" else ": use the attribution methods"))
+        if task == "token-classification":
+            one_vector = "one feature vector per text, and a token classifier has one per token"
+            out["prototypes"] = f"prototypes need {one_vector}"
+            out["Model.features"] = f"Model.features gives {one_vector} (Model.forward_rows gives those)"
+        return out
+
     def unavailable_methods(self) -> dict[str, str]:
         """What this bundle cannot serve, and why: the gradient methods without a gradient graph, influence and
-        prototypes without features (the reasons the manifest's ``unavailable`` gives, where it gives one)."""
+        prototypes without features (the reasons the manifest's ``unavailable`` gives, where it gives one) or for
+        this task (:meth:`task_unavailable`)."""
         from .registry import method_table
 
         out: dict[str, str] = {}
@@ -241,6 +261,7 @@ class Model:
             out.update({t["name"]: reason for t in method_table() if t["needs_gradient"]})
         if not self.has_features:
             out.update({name: self._missing_features_reason() for name in FEATURE_METHODS})
+        out.update({k: v for k, v in self.task_unavailable().items() if k in FEATURE_METHODS})
         return out
 
     def _missing_features_reason(self) -> str:
