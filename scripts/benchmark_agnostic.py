@@ -210,14 +210,14 @@ def equal_evaluations(per_text: list[dict[str, Any]], budget: int) -> dict[str, 
     """Partition SHAP at equal evaluations: the texts where both sides ran the whole budget (short texts need fewer:
     ours stops at the exact Owen values, shap at its own count; ours stops one short where the next expansion's two
     rows do not fit), CPU time summed over them, ours / shap's."""
-    full = [i for i, r in enumerate(per_text)
-            if (r.get("partition_shap_evaluations") or 0) >= budget - 1 and r["shap_partition_rows"] >= budget]
-    out: dict[str, Any] = {"n_texts": len(full), "texts": [i + 1 for i in full]}
-    for name in ("partition_shap", "partition_shap_int8"):
-        if full and all(name in per_text[i]["cpu_s"] for i in full):
-            key = "ratio" if name == "partition_shap" else "ratio_int8"
-            out[key] = float(sum(per_text[i]["cpu_s"][name] for i in full) /
-                             sum(per_text[i]["cpu_s"]["shap_partition"] for i in full))
+    out: dict[str, Any] = {}
+    for name, key in (("partition_shap", ""), ("partition_shap_int8", "_int8")):
+        full = [i for i, r in enumerate(per_text) if name in r["cpu_s"] and r["shap_partition_rows"] >= budget
+                and (r.get(f"{name}_evaluations") or 0) >= budget - 1]
+        out[f"n_texts{key}"], out[f"texts{key}"] = len(full), [i + 1 for i in full]
+        if full:
+            out[f"ratio{key}"] = float(sum(per_text[i]["cpu_s"][name] for i in full) /
+                                       sum(per_text[i]["cpu_s"]["shap_partition"] for i in full))
     return out
 
 
@@ -428,6 +428,10 @@ def main() -> None:
                               "versions": {p: metadata.version(p) for p in ("onnxruntime", "torch", "transformers",
                                                                             "shap", "lime", "numpy")},
                               "data": args.data}
+    if args.out and Path(args.out).is_file():  # a run of some parts keeps the other parts' results
+        previous = json.loads(Path(args.out).read_text(encoding="utf-8"))
+        result = {**previous, **result, "settings_of_earlier_parts": previous.get("settings")}
+
     def save() -> None:
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)

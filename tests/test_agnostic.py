@@ -364,7 +364,7 @@ def test_sentence_pairs_words_come_from_their_own_text(tmp_path):
     assert r.scores[r.tokens.index("[SEP]")] == 0.0
 
 
-def test_int8_forward_graph_for_forward_only_methods(tmp_path):
+def test_int8_forward_graph_for_forward_only_methods(tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime.quantization")
     import dataclasses
 
@@ -391,6 +391,21 @@ def test_int8_forward_graph_for_forward_only_methods(tmp_path):
         assert not np.array_equal(x.scores, y.scores)  # another graph ran
         np.testing.assert_allclose(y.scores, x.scores, atol=0.05 * np.abs(x.scores).max())
         assert abs(y.convergence_delta) < 1e-9  # efficiency holds whatever the graph
+    # the CPU cache cap cuts float32 calls only: an int8 call's result depends on the rows it holds
+    import xai_onnx.model as xm
+
+    monkeypatch.setitem(xm.CPU_CALL_ELEMENTS, False, 1)
+    calls: list[int] = []
+    real = Model._session_run
+    monkeypatch.setattr(Model, "_session_run", staticmethod(
+        lambda session, names, feeds, cancel: calls.append(len(next(iter(feeds.values()))))
+        or real(session, names, feeds, cancel)))
+    again = KernelShap(i8, samples=1023).explain(texts[:1])[0]
+    assert max(calls) == i8.batch_size
+    np.testing.assert_array_equal(again.scores, b[0].scores)
+    calls.clear()
+    KernelShap(f32, samples=1023).explain(texts[:1])
+    assert max(calls) == 1
 
 
 def test_repeated_masks_run_once_with_the_same_values(model):

@@ -212,3 +212,28 @@ def test_empty_text_warning_agrees_with_the_scores(handmade):
             if np.any(r.scores):
                 assert "[CLS]" in note and "[SEP]" in note
 
+
+
+def test_single_text_commands_refuse_sentence_pairs(handmade, tmp_path):
+    """attack, influence, prototypes and report read single texts: a row with a "text_pair" is refused, naming the
+    file and line, instead of the second text being dropped in silence (the model would have been explained on
+    something it was not given)."""
+    bundle = str(handmade[0])
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"text": "good", "label": "positive"}\n'
+                     '{"text": "bad", "text_pair": "awful", "label": "negative"}\n', encoding="utf-8")
+    single = tmp_path / "single.jsonl"
+    single.write_text('{"text": "good", "label": "positive"}\n{"text": "bad", "label": "negative"}\n', encoding="utf-8")
+    cases = {
+        "attack": ["attack", bundle, "--input", pairs],
+        "influence": ["influence", bundle, "--train", pairs, "--text", "good"],
+        "influence ": ["influence", bundle, "--train", single, "--input", pairs],
+        "prototypes": ["prototypes", bundle, "--data", pairs],
+        "report": ["report", bundle, "--data", pairs, "--out", tmp_path / "r1"],
+        "report ": ["report", bundle, "--data", single, "--train", pairs, "--out", tmp_path / "r2"],
+    }
+    for what, args in cases.items():
+        proc = run_cli(*(str(a) for a in args))
+        assert proc.returncode == 2, (what, proc.stderr)
+        assert f"{what.strip()} reads single texts, and {pairs} line 2 has a \"text_pair\"" in proc.stderr, proc.stderr
+    assert run_cli("prototypes", bundle, "--data", str(single), "--n-prototypes", "1").returncode == 0

@@ -360,13 +360,13 @@ def test_corpus_tools_refuse_tasks_they_do_not_serve(tiny_export, tmp_path, caps
     train.write_text("".join(json.dumps({"text": t, "label": "O"}) + "\n" for t in ("a good movie", "bad film", "ok")))
     for kind in ("token", "similarity"):
         model = Model(tiny_export("bert", kind)[1])
-        with pytest.raises(InputError, match=f"influence follows a sequence classifier.*is a {model.manifest.task} model"):
+        with pytest.raises(InputError, match=f"influence needs a sequence classifier.*this is a {model.manifest.task} model"):
             InfluenceIndex(model)
         with pytest.raises(InputError, match="report needs a sequence classifier"):
             debug_report(model, ["a good movie"], [None])
         assert "influence" in model.unavailable_methods()
         assert main(["influence", str(model.path), "--train", str(train), "--text", "hello"]) == 2
-        assert "influence follows a sequence classifier" in capsys.readouterr().err
+        assert "influence needs a sequence classifier" in capsys.readouterr().err
         assert main(["report", str(model.path), "--data", str(train), "--out", str(tmp_path / f"r-{kind}")]) == 2
         err = capsys.readouterr().err
         assert "report needs a sequence classifier" in err and "explaining" not in err

@@ -356,8 +356,8 @@ def check_output(path: str | None, what: str, *, directory: bool = False) -> Non
         raise InputError(f"{what} {p}: cannot write to {parent} ({exc.strerror})") from exc
 
 
-def _labelled(args: argparse.Namespace, path: str) -> tuple[list[str], list[str | None]]:
-    recs = _read(args, path, data=True)
+def _labelled(args: argparse.Namespace, path: str, what: str) -> tuple[list[str], list[str | None]]:
+    recs = _read(args, path, data=True).singles(what)
     return recs.texts, recs.gold_labels
 
 
@@ -383,7 +383,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
                    "whole_words": not args.any_piece, "min_similarity": args.min_similarity}
     method = args.method or ("hotflip" if model.has_gradient else "greedy")
     attacker = HotFlip(model, **constraints) if method == "hotflip" else GreedySubstitution(model, **constraints)
-    records = _records(args)
+    records = _records(args).singles("attack")
     bar = Progress(len(records), "attack", enabled=False if args.quiet else None)
     results = []
     for t in records.texts:
@@ -409,13 +409,13 @@ def cmd_influence(args: argparse.Namespace) -> int:
         raise InputError("give --train FILE (or --index DIR of an index fitted earlier)")
     if args.index and not load:
         check_output(args.index, "--index", directory=True)
-    records = _records(args)
+    records = _records(args).singles("influence")
     model = _model(args)
     train: Records | None = None
     if load:
         index = InfluenceIndex.load(model, args.index, k=args.k)
     else:
-        train = _read(args, args.train, data=True)
+        train = _read(args, args.train, data=True).singles("influence")
         index = InfluenceIndex(model, k=args.k).fit(train.texts, train.gold_labels)
         if args.index:
             index.save(args.index)
@@ -467,7 +467,7 @@ def cmd_prototypes(args: argparse.Namespace) -> int:
     from .labels import label_indices
     from .prototypes import MMDCritic
 
-    records = _read(args, args.data, data=True, limited=True)
+    records = _read(args, args.data, data=True, limited=True).singles("prototypes")
     texts, labels = records.texts, records.gold_labels
     if not texts:
         raise InputError(f"{args.data} holds no examples")
@@ -498,8 +498,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .report import debug_report
 
     check_output(args.out, "--out", directory=True)  # before the work, not after it
-    records = _read(args, args.data, data=True, limited=True)
-    train = _labelled(args, args.train) if args.train else None
+    records = _read(args, args.data, data=True, limited=True).singles("report")
+    train = _labelled(args, args.train, "report") if args.train else None
     model = _model(args)
     say = (lambda m: None) if args.quiet else (lambda m: print(f"xai-onnx report: {m}", file=sys.stderr))
     rep = debug_report(model, records.texts, records.gold_labels, train=train, method=args.method, progress=say,

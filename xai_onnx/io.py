@@ -70,6 +70,16 @@ class Records(list[Record]):
     def gold_labels(self) -> list[str | None]:
         return [r.gold_label for r in self]
 
+    def singles(self, what: str) -> Records:
+        """These records, or InputError where one has a ``text_pair``: ``what`` reads single texts, and dropping the
+        second text would explain something else than the model was given."""
+        rec = next((r for r in self if r.text_pair is not None), None)
+        if rec is not None:
+            where = f"{self.source} line {rec.row}" if rec.row is not None else self.source
+            raise InputError(f"{what} reads single texts, and {where} has a \"text_pair\": sentence pairs work with "
+                             "explain, predict and evaluate")
+        return self
+
     def skipped_note(self) -> str | None:
         """A one-line note on the blank lines skipped, or None."""
         if not self.skipped_rows:

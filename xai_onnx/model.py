@@ -72,7 +72,8 @@ CALL_COST_TOKENS = 20
 # L2 a core), one thread, ms per row: forward, 35 tokens, 16 / 32 / 64 rows a call 11.3 / 11.4 / 13.3; 64 tokens,
 # 8 / 64 rows 19.9 / 24.6. Gradient, 35 tokens, 16 / 64 rows 23.5 / 29.2; 64 tokens, 8 / 64 rows 43.0 / 57.2. IG
 # (50 steps) on 12 SST-2 sentences of 35-60 tokens: 1.50 -> 1.27 s a text on one thread, 0.87 -> 0.81 on two. A cap
-# set too low costs only calls (CALL_COST_TOKENS each); other execution providers (CUDA) are not capped.
+# set too low costs only calls (CALL_COST_TOKENS each); other execution providers (CUDA) are not capped, nor are int8
+# calls (see Model.run).
 CPU_CALL_ELEMENTS = {False: 1024 * 384, True: 512 * 384}  # key: gradient graph
 
 
@@ -139,7 +140,8 @@ class Model:
     threads : intra-op threads per session (onnxruntime's default when None).
     batch_size : most rows per onnxruntime call; rows are sorted by length and cut into calls where padding would
         cost more than another call (:func:`plan_batches`). On the CPU a call also holds at most about 1,024 tokens
-        of a 384-wide model (512 for the gradient graph; :data:`CPU_CALL_ELEMENTS`): larger calls outgrow the caches.
+        of a 384-wide model (512 for the gradient graph; :data:`CPU_CALL_ELEMENTS`): larger calls outgrow the caches
+        (float32 only: an int8 call's result depends on the rows it holds).
     precision : ``"float32"`` (default) or ``"int8"``: the gradient graph's int8 copy (bundles exported with
         ``--int8``), faster on CPUs with VNNI and less faithful; the manifest's ``validation.int8`` and the README
         state by how much. Forward-only methods use the int8 forward graph where the bundle has one (exported with
@@ -196,12 +198,12 @@ class Model:
         size = (self.path / m.forward.file).stat().st_size + (self.path / m.weights_file).stat().st_size
         return max(1, round(size / 4 / (12 * m.embedding_dim ** 2)))
 
-    def rows_per_call(self, seq: int, gradient: bool) -> int:
-        """Rows of ``seq`` tokens one onnxruntime call may hold within :attr:`memory_budget` and, on the CPU
-        execution provider, within the cache-sized :data:`CPU_CALL_ELEMENTS`."""
+    def rows_per_call(self, seq: int, gradient: bool, *, cache: bool = True) -> int:
+        """Rows of ``seq`` tokens one onnxruntime call may hold within :attr:`memory_budget` and, with ``cache`` on
+        the CPU execution provider, within the cache-sized :data:`CPU_CALL_ELEMENTS`."""
         dim = self.manifest.embedding_dim
         rows = rows_within(self.memory_budget, seq, dim, self.layers, gradient)
-        if self._on_cpu:
+        if cache and self._on_cpu:
             rows = min(rows, max(1, CPU_CALL_ELEMENTS[gradient] // max(1, seq * dim)))
         return rows
 
@@ -225,7 +227,7 @@ class Model:
         FeaturesUnavailableError, naming ``what`` and the reason the manifest gives, unless :attr:`has_features`."""
         reason = self.task_unavailable().get(what)
         if reason is not None:
-            raise InputError(f"{reason}; bundle {self.path} is a {self.manifest.task} model")
+            raise InputError(f"bundle {self.path}: {reason}")
         if not self.has_features:
             reason = self._missing_features_reason()
             raise FeaturesUnavailableError(
@@ -240,13 +242,14 @@ class Model:
         task = self.manifest.task
         out: dict[str, str] = {}
         if task != "sequence-classification":
-            out["influence"] = ("influence follows a sequence classifier's prediction through its linear head "
-                                "(TracIn)" + (": use prototypes over the sentence embeddings, or the attribution methods"
-                                              if task == "similarity" else ": use the attribution methods"))
+            out["influence"] = ("influence needs a sequence classifier: it follows the prediction through the linear "
+                                f"head (TracIn), and this is a {task} model; use "
+                                + ("prototypes over the sentence embeddings, or " if task == "similarity" else "")
+                                + "the attribution methods")
         if task == "token-classification":
             one_vector = "one feature vector per text, and a token classifier has one per token"
-            out["prototypes"] = f"prototypes need {one_vector}"
-            out["Model.features"] = f"Model.features gives {one_vector} (Model.forward_rows gives those)"
+            out["prototypes"] = f"prototypes need {one_vector}; use the attribution methods"
+            out["Model.features"] = f"Model.features gives {one_vector}; Model.forward_rows gives those"
         return out
 
     def unavailable_methods(self) -> dict[str, str]:
@@ -363,10 +366,13 @@ class Model:
         sizes = {"labels": len(self.manifest.labels), "top": 2, "features": self.manifest.feature_dim, "embedding": dim}
         if self.precision == "int8" and (gradient or self.forward_spec is not self.manifest.forward):
             # dynamic quantisation scales each activation tensor by its largest value over the whole call: rows of
-            # other texts (and their padding) would change a text's result, so an int8 call holds one group only
+            # other texts (and their padding) would change a text's result, so an int8 call holds one group only,
+            # and as many of its rows as batch_size and the memory budget allow (not the cache cap: cutting a text's
+            # rows into more calls changes its int8 result, and would make it differ between CPU and CUDA)
             chunks = []
             for g in order:
-                n_rows, cap = groups[g].embeds.shape[0], max(1, min(bs, rows_at(groups[g].embeds.shape[1])))
+                seq = groups[g].embeds.shape[1]
+                n_rows, cap = groups[g].embeds.shape[0], max(1, min(bs, self.rows_per_call(seq, gradient, cache=False)))
                 chunks += [[(g, i) for i in range(s, min(s + cap, n_rows))] for s in range(0, n_rows, cap)]
         else:
             lengths = [groups[g].embeds.shape[1] for g, _ in rows]
