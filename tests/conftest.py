@@ -14,6 +14,22 @@ SST2_MODEL = SHARED / "models" / "minilm-sst2"
 SST2_DATA = SHARED / "data" / "sst2"
 
 
+@pytest.fixture
+def onnx_calls(monkeypatch):
+    """The rows of each onnxruntime call ``Model`` makes while the test runs (a list, in call order)."""
+    from xai_onnx.model import Model
+
+    calls: list[int] = []
+    real = Model._session_run
+
+    def counting(session, names, feeds, cancel):
+        calls.append(len(next(iter(feeds.values()))))
+        return real(session, names, feeds, cancel)
+
+    monkeypatch.setattr(Model, "_session_run", staticmethod(counting))
+    return calls
+
+
 def need_shared() -> None:
     if not (SST2_MODEL / "model.safetensors").is_file():
         pytest.skip(f"../shared is absent ({SST2_MODEL} not found): the real-model tests need it")

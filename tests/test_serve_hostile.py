@@ -181,24 +181,16 @@ def test_cli_explain_has_the_same_budget(handmade, capsys):
     assert main(["explain", bundle, "--text", "good movie", "--method", "ig", "--max-evaluations", "50"]) == 0
 
 
-def test_rows_per_call_follow_the_memory_budget(handmade, monkeypatch):
+def test_rows_per_call_follow_the_memory_budget(handmade, onnx_calls):
     model = Model(handmade[0], batch_size=64, memory_budget=2 * row_bytes(16, 4, 1, True))
     assert model.layers == 1 and model.rows_per_call(16, True) == 2 and model.rows_per_call(2, True) > 2
-    calls = []
-    real = Model._session_run
-
-    def counting(session, names, feeds, cancel):
-        calls.append(next(iter(feeds.values())).shape)
-        return real(session, names, feeds, cancel)
-
-    monkeypatch.setattr(Model, "_session_run", staticmethod(counting))
     long = RowGroup(np.zeros((7, 16, 4), np.float32), np.zeros(16, np.int64))
     out = model.run([long], gradient=True)
     assert out[0]["grad"].shape == (7, 16, 4)
-    assert sorted(c[0] for c in calls) == [1, 2, 2, 2]
+    assert sorted(onnx_calls) == [1, 2, 2, 2]
 
 
-def test_cpu_calls_hold_a_cache_sized_number_of_tokens(handmade, monkeypatch):
+def test_cpu_calls_hold_a_cache_sized_number_of_tokens(handmade, monkeypatch, onnx_calls):
     """On the CPU a float32 call holds at most CPU_CALL_ELEMENTS (tokens x dim) whatever the memory budget allows; the
     float32 results do not depend on how rows are cut into calls."""
     import xai_onnx.model as xm
@@ -211,14 +203,8 @@ def test_cpu_calls_hold_a_cache_sized_number_of_tokens(handmade, monkeypatch):
     monkeypatch.setitem(xm.CPU_CALL_ELEMENTS, False, 5 * 16 * 4)
     assert model.rows_per_call(16, True) == 3 and model.rows_per_call(16, False) == 5
     assert model.rows_per_call(1000, True) == 1  # never below one row
-    calls = []
-    real = Model._session_run
-
-    def counting(session, names, feeds, cancel):
-        calls.append(next(iter(feeds.values())).shape[0])
-        return real(session, names, feeds, cancel)
-
-    monkeypatch.setattr(Model, "_session_run", staticmethod(counting))
+    calls = onnx_calls
+    calls.clear()
     cut = model.run([group], gradient=True)[0]
     assert len(calls) == 3 and max(calls) == 3 and sum(calls) == 7
     np.testing.assert_allclose(cut["grad"], whole["grad"], rtol=1e-6, atol=1e-7)

@@ -362,14 +362,15 @@ def test_corpus_tools_refuse_tasks_they_do_not_serve(tiny_export, tmp_path, caps
         model = Model(tiny_export("bert", kind)[1])
         with pytest.raises(InputError, match=f"influence needs a sequence classifier.*this is a {model.manifest.task} model"):
             InfluenceIndex(model)
-        with pytest.raises(InputError, match="report needs a sequence classifier"):
+        with pytest.raises(InputError, match=r"report \(its accuracy, errors and class words\) needs a sequence classifier"):
             debug_report(model, ["a good movie"], [None])
         assert "influence" in model.unavailable_methods()
         assert main(["influence", str(model.path), "--train", str(train), "--text", "hello"]) == 2
         assert "influence needs a sequence classifier" in capsys.readouterr().err
         assert main(["report", str(model.path), "--data", str(train), "--out", str(tmp_path / f"r-{kind}")]) == 2
         err = capsys.readouterr().err
-        assert "report needs a sequence classifier" in err and "explaining" not in err
+        assert "report (its accuracy, errors and class words) needs a sequence classifier" in err
+        assert "explaining" not in err
         code = main(["prototypes", str(model.path), "--data", str(train), "--n-prototypes", "2"])
         out, err = capsys.readouterr()
         if kind == "token":

@@ -133,9 +133,7 @@ class FaithfulnessEvaluator:
     def __init__(self, model: Model, *, fractions: Sequence[float] = DEFAULT_FRACTIONS, removal: str = "delete",
                  output: str = "prob", random_state: int | None = 0, batch_size: int | None = None,
                  granularity: str = "token", segment: str = "both"):
-        if model.manifest.task != "sequence-classification":
-            raise InputError(f"evaluate needs a sequence classifier (single texts or pairs); bundle {model.path} is "
-                             f"{model.manifest.task}")
+        model.require_sequence_classifier("evaluate (single texts or pairs)")
         if removal not in REMOVALS:
             raise InputError(f"removal must be one of {REMOVALS}, got {removal!r}")
         if output not in ("prob", "logit"):

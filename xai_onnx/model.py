@@ -235,6 +235,12 @@ class Model:
                 f"({reason}): use the attribution methods, or export the model from its checkpoint with "
                 "`xai-onnx export`")
 
+    def require_sequence_classifier(self, what: str) -> None:
+        """InputError unless this bundle is a sequence classifier (single texts or pairs): ``what`` (a phrase such as
+        "report (its accuracy, errors and class words)") needs one."""
+        if self.manifest.task != "sequence-classification":
+            raise InputError(f"{what} needs a sequence classifier; bundle {self.path} is a {self.manifest.task} model")
+
     def task_unavailable(self) -> dict[str, str]:
         """The feature-based tools this bundle's task does not serve, and why: influence follows a sequence
         classifier's prediction through its head; prototypes and :meth:`features` need one vector per text, which a

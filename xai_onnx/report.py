@@ -76,9 +76,7 @@ def debug_report(model: Model, texts: Sequence[str], labels: Sequence[str | int 
     """The report as a JSON-ready dict. ``misclassified`` is ordered worst first (the wrong class's probability, highest
     first); each keeps ``index``, its position in ``texts``. With ``train``, the first ``n_errors`` of them get their
     proponents, opponents and nearest prototypes (``evidence``)."""
-    if model.manifest.task != "sequence-classification":
-        raise InputError(f"report needs a sequence classifier (its accuracy, errors and class words); bundle "
-                         f"{model.path} is a {model.manifest.task} model")
+    model.require_sequence_classifier("report (its accuracy, errors and class words)")
     if len(texts) == 0:
         raise InputError("the data set is empty")
     if len(texts) != len(labels):

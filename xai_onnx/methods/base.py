@@ -227,8 +227,7 @@ class Explainer(ABC):
                      text_pairs: Sequence[str] | None = None) -> list[Attribution]:
         """:meth:`explain` for a sequence classifier, typed: one :class:`Attribution` per text and target. The
         corpus tools (evaluation, the debugging report) use it; other tasks are refused with a clear message."""
-        if self.model.manifest.task != "sequence-classification":
-            raise InputError(f"this needs a sequence classifier; bundle {self.model.path} is {self.model.manifest.task}")
+        self.model.require_sequence_classifier(f"{self.name}.attributions")
         out = self.explain(texts, target=target, text_pairs=text_pairs)
         return [r for r in out if isinstance(r, Attribution)]
 
